@@ -1,0 +1,54 @@
+#!lua
+--[[ claim: pending -> processing for the oldest pending tasks, each under a new
+  fencing token; a task whose deadline has passed goes to failed instead
+  ("deadline exceeded") and does not count toward the limit.
+  KEYS[1] pending zset       ponos:{ns}:tasks:pending
+  KEYS[2] processing zset    ponos:{ns}:tasks:processing
+  KEYS[3] failed zset        ponos:{ns}:tasks:failed
+  KEYS[4] fence counter      ponos:{ns}:fence
+  KEYS[5] event stream       ponos:{ns}:events
+  Derived keys (the tasks are only known once read from KEYS[1]; all share the
+  namespace's hash tag, so they are in the same slot):
+          ARGV[6]..'task:'..<id>, ARGV[6]..'avs:'..<avs>..':pending'
+  ARGV[1] now (ms) or ''
+  ARGV[2] owner
+  ARGV[3] limit
+  ARGV[4] lease (ms)
+  ARGV[5] events maxlen
+  ARGV[6] key prefix         ponos:{ns}:
+  ARGV[7] the text of a deadline failure
+  Returns {'OK', lease_until, {token, attempt, {task hash fields and values}}, ...} ]]
+local pending_key, processing_key, failed_key, fence_key, events_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local now = now_ms(ARGV[1])
+local owner, limit, lease_ms, maxlen, prefix = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5], ARGV[6]
+local deadline_text = ARGV[7]
+local lease_until = now + lease_ms
+local result = {'OK', int(lease_until)}
+local claimed = 0
+
+while claimed < limit do
+  local ids = redis.call('ZRANGE', pending_key, 0, limit - claimed - 1)
+  if #ids == 0 then break end
+  for _, id in ipairs(ids) do
+    local task_key = prefix .. 'task:' .. id
+    local f = redis.call('HMGET', task_key, 'deadline', 'attempts', 'status')
+    dequeue(task_key, pending_key, prefix, id)
+    if f[3] == 'pending' then
+      if f[1] ~= '' and tonumber(f[1]) <= now then
+        redis.call('HSET', task_key, 'status', 'failed', 'last_error', deadline_text, 'updated_at', int(now))
+        redis.call('ZADD', failed_key, now, id)
+        emit(events_key, maxlen, now, 'task.failed', id, 'failed')
+      else
+        local token = int(redis.call('INCR', fence_key))
+        local attempt = tonumber(f[2]) + 1
+        redis.call('HSET', task_key, 'status', 'processing', 'owner', owner, 'token', token,
+          'lease_until', int(lease_until), 'attempts', int(attempt), 'updated_at', int(now))
+        redis.call('ZADD', processing_key, lease_until, id)
+        emit(events_key, maxlen, now, 'task.claimed', id, 'processing', owner, token)
+        result[#result + 1] = {token, attempt, redis.call('HGETALL', task_key)}
+        claimed = claimed + 1
+      end
+    end
+  end
+end
+return result

@@ -1,0 +1,123 @@
+"""``open_aggregator_store`` / ``open_executor_store``: one call, awaited or
+used with ``async with``, for every backend."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Generator, Mapping
+from types import TracebackType
+from typing import Any, Generic, TypeVar
+
+from . import _validate as v
+from .config import StorageConfig
+from .interfaces import AggregatorStore, ExecutorStore
+
+__all__ = ["StoreOpener", "open_aggregator_store", "open_executor_store"]
+
+S = TypeVar("S", AggregatorStore, ExecutorStore)
+
+
+class StoreOpener(Generic[S]):
+    """Awaitable (``store = await open_...``) and an async context manager
+    (``async with open_... as store``), as asyncpg's ``create_pool`` is."""
+
+    def __init__(self, opener: Callable[[], Awaitable[S]]) -> None:
+        self._opener: Callable[[], Awaitable[S]] = opener
+        self._store: S | None = None
+
+    def __await__(self) -> Generator[Any, None, S]:
+        return _await(self._opener()).__await__()
+
+    async def __aenter__(self) -> S:
+        self._store = await self._opener()
+        return self._store
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._store is not None:
+            await self._store.close()
+
+
+async def _await(awaitable: Awaitable[S]) -> S:
+    return await awaitable
+
+
+def _resolve(config: StorageConfig | str | Mapping[str, Any], namespace: str | None) -> StorageConfig:
+    cfg = StorageConfig.coerce(config)
+    if namespace is not None:
+        v.namespace(namespace)
+        cfg = StorageConfig.from_dict({**_as_dict(cfg), "namespace": namespace})
+    return cfg
+
+
+def _as_dict(cfg: StorageConfig) -> dict[str, Any]:
+    import msgspec
+
+    result: dict[str, Any] = msgspec.to_builtins(cfg)
+    return result
+
+
+def _memory_tuning(cfg: StorageConfig) -> dict[str, Any]:
+    return {
+        "default_lease_s": cfg.tasks.default_lease_s,
+        "max_attempts": cfg.tasks.max_attempts,
+        "retention_s": cfg.tasks.retention_s,
+        "max_payload_bytes": cfg.tasks.max_payload_bytes,
+        "events_maxlen": cfg.events_maxlen,
+        "block_window": cfg.block_window,
+    }
+
+
+def open_aggregator_store(
+    config: StorageConfig | str | Mapping[str, Any], namespace: str | None = None
+) -> StoreOpener[AggregatorStore]:
+    """Open the aggregator store described by ``config``.
+
+    Args:
+        config: a :class:`StorageConfig`, the mapping under ``storage:``,
+            ``"memory"`` or a Redis URL.
+        namespace: overrides the config's namespace.
+
+    Raises:
+        InvalidInputError: the config or namespace is invalid (before any I/O).
+        DurabilityError: strict durability was asked for and the server cannot keep it.
+        SchemaVersionError: the namespace was written by a newer schema.
+    """
+    cfg = _resolve(config, namespace)
+
+    async def opener() -> AggregatorStore:
+        if cfg.type == "memory":
+            from .backends.memory import MemoryAggregatorStore
+
+            return MemoryAggregatorStore(cfg.namespace, **_memory_tuning(cfg))
+        from .backends.redis import RedisAggregatorStore
+
+        return await RedisAggregatorStore.open(cfg)
+
+    return StoreOpener(opener)
+
+
+def open_executor_store(
+    config: StorageConfig | str | Mapping[str, Any], namespace: str | None = None
+) -> StoreOpener[ExecutorStore]:
+    """Open the executor store described by ``config``; see :func:`open_aggregator_store`."""
+    cfg = _resolve(config, namespace)
+
+    async def opener() -> ExecutorStore:
+        if cfg.type == "memory":
+            from .backends.memory import MemoryExecutorStore
+
+            return MemoryExecutorStore(
+                cfg.namespace,
+                processed_ttl_s=cfg.processed_ttl_s,
+                history_maxlen=cfg.history_maxlen,
+                max_payload_bytes=cfg.tasks.max_payload_bytes,
+            )
+        from .backends.redis import RedisExecutorStore
+
+        return await RedisExecutorStore.open(cfg)
+
+    return StoreOpener(opener)

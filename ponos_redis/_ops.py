@@ -1,0 +1,51 @@
+"""Script replies -> results or typed errors: pure functions, no I/O.
+
+Scripts answer ``{'OK', ...}`` or ``{<CODE>, detail}``; this is the one place
+that turns a code into an exception, so callers never see a Redis reply.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import (
+    AlreadyExistsError,
+    InvalidTransitionError,
+    NotFoundError,
+    PonosStorageError,
+    StaleLeaseError,
+)
+
+__all__ = ["as_text", "check"]
+
+
+def as_text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def check(reply: Any, subject: str) -> list[Any]:
+    """Return the values after ``'OK'``, or raise the error the reply's code names.
+
+    Args:
+        reply: a script's reply.
+        subject: what the call was about (``"task 'x'"``), for the message.
+    """
+    if not isinstance(reply, list) or not reply:
+        raise PonosStorageError(f"{subject}: unexpected script reply {reply!r}")
+    code = as_text(reply[0])
+    rest = list(reply[1:])
+    if code == "OK":
+        return rest
+    detail = as_text(rest[0]) if rest else ""
+    if code == "NOTFOUND":
+        raise NotFoundError(f"{subject} not found")
+    if code == "STALE":
+        current = f" (current token: {detail})" if detail else ""
+        raise StaleLeaseError(f"{subject}: the token or lease is no longer current{current}")
+    if code == "TRANSITION":
+        raise InvalidTransitionError(f"{subject}: not allowed from its current state ({detail})")
+    if code == "EXISTS":
+        raise AlreadyExistsError(f"a different task with id {detail!r} already exists")
+    raise PonosStorageError(f"{subject}: script answered {code} {detail}")

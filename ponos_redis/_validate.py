@@ -1,0 +1,310 @@
+"""Input validation and normalisation, shared by every backend.
+
+A store validates everything a call was given before it writes anything, so
+bad input raises :class:`InvalidInputError` and never leaves a partial write.
+Normalising (lower-cased addresses, UTC datetimes truncated to milliseconds)
+happens here too, so both backends store and compare exactly the same values.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+
+from .errors import InvalidInputError
+from .models import (
+    AvsConfig,
+    BlockRecord,
+    Consensus,
+    ConsensusType,
+    CurveType,
+    Deployment,
+    DeploymentStatus,
+    EnvironmentVar,
+    InflightTask,
+    OperatorSetTaskConfig,
+    PerformerState,
+    Task,
+    TaskStatus,
+)
+
+MAX_INT = 2**53
+_NAMESPACE_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_ADDRESS_RE = re.compile(r"0[xX][0-9a-fA-F]{40}")
+# Whitespace and control characters (C0, DEL, C1, and Unicode separators).
+_BAD_ID_CHAR_RE = re.compile(r"[\s\x00-\x1f\x7f-\x9f\u2028\u2029\u200b\ufeff]")
+
+
+def namespace(value: object) -> str:
+    if not isinstance(value, str) or not _NAMESPACE_RE.fullmatch(value):
+        raise InvalidInputError(f"namespace must match [A-Za-z0-9_.-]{{1,64}}, got {value!r}")
+    return value
+
+
+def ident(value: object, what: str = "id") -> str:
+    """An id: 1-256 characters, no whitespace or control characters."""
+    if not isinstance(value, str):
+        raise InvalidInputError(f"{what} must be a string, got {type(value).__name__}")
+    if not 1 <= len(value) <= 256:
+        raise InvalidInputError(f"{what} must be 1-256 characters, got {len(value)}")
+    if _BAD_ID_CHAR_RE.search(value):
+        raise InvalidInputError(f"{what} must not contain whitespace or control characters: {value!r}")
+    return value
+
+
+def address(value: object, what: str = "address") -> str:
+    """An EVM address: 0x + 40 hex digits, returned lower-cased."""
+    if not isinstance(value, str) or not _ADDRESS_RE.fullmatch(value):
+        raise InvalidInputError(f"{what} must be 0x followed by 40 hex digits, got {value!r}")
+    return value.lower()
+
+
+def integer(value: object, what: str) -> int:
+    """An integer 0 <= n < 2**53 (exact in a Lua number)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInputError(f"{what} must be an integer, got {type(value).__name__}")
+    if not 0 <= value < MAX_INT:
+        raise InvalidInputError(f"{what} must be 0 <= n < 2**53, got {value}")
+    return int(value)
+
+
+def string(value: object, what: str) -> str:
+    if not isinstance(value, str):
+        raise InvalidInputError(f"{what} must be a string, got {type(value).__name__}")
+    return value
+
+
+def boolean(value: object, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidInputError(f"{what} must be a bool, got {type(value).__name__}")
+    return value
+
+
+def duration(value: object, what: str, *, allow_zero: bool = False) -> float:
+    """A duration in float seconds: finite and positive (or zero when allowed)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidInputError(f"{what} must be a number of seconds, got {type(value).__name__}")
+    seconds = float(value)
+    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise InvalidInputError(f"{what} must be finite and {bound}, got {value!r}")
+    if seconds > 10 * 365 * 86400:
+        raise InvalidInputError(f"{what} must be at most ten years, got {value!r}")
+    return seconds
+
+
+def limit(value: object, what: str = "limit") -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidInputError(f"{what} must be a non-negative integer, got {value!r}")
+    return min(int(value), 1_000_000)
+
+
+def timestamp(value: object, what: str) -> datetime:
+    """An aware datetime, converted to UTC and truncated to milliseconds."""
+    if not isinstance(value, datetime):
+        raise InvalidInputError(f"{what} must be a datetime, got {type(value).__name__}")
+    if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
+        raise InvalidInputError(f"{what} must be timezone-aware, got a naive datetime")
+    utc = value.astimezone(UTC)
+    return utc.replace(microsecond=utc.microsecond // 1000 * 1000)
+
+
+def optional_timestamp(value: object, what: str) -> datetime | None:
+    return None if value is None else timestamp(value, what)
+
+
+def to_ms(value: datetime) -> int:
+    """Milliseconds since the epoch of an aware datetime."""
+    return (value - _EPOCH) // _MS
+
+
+def from_ms(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms // 1000, UTC).replace(microsecond=(ms % 1000) * 1000)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+
+def payload(value: object, max_bytes: int, what: str = "payload") -> bytes:
+    if not isinstance(value, bytes):
+        raise InvalidInputError(f"{what} must be bytes, got {type(value).__name__}")
+    if len(value) > max_bytes:
+        raise InvalidInputError(f"{what} is {len(value)} bytes, over the limit of {max_bytes}")
+    return value
+
+
+def task_status(value: object) -> TaskStatus:
+    try:
+        if not isinstance(value, str):
+            raise ValueError(value)
+        return TaskStatus(value)
+    except ValueError:
+        raise InvalidInputError(
+            f"status must be one of {[s.value for s in TaskStatus]}, got {value!r}"
+        ) from None
+
+
+def deployment_status(value: object) -> DeploymentStatus:
+    try:
+        if not isinstance(value, str):
+            raise ValueError(value)
+        return DeploymentStatus(value)
+    except ValueError:
+        raise InvalidInputError(
+            f"deployment status must be one of {[s.value for s in DeploymentStatus]}, got {value!r}"
+        ) from None
+
+
+def _enum(cls: Any, value: object, what: str) -> Any:
+    try:
+        return cls(value)
+    except ValueError:
+        raise InvalidInputError(f"{what} must be one of {[m.value for m in cls]}, got {value!r}") from None
+
+
+def _struct(value: object, cls: type, what: str) -> None:
+    if not isinstance(value, cls):
+        raise InvalidInputError(f"{what} must be a {cls.__name__}, got {type(value).__name__}")
+
+
+def task(value: object, max_payload_bytes: int) -> Task:
+    """Validate a task; return it normalised (lower-cased address, UTC ms deadline)."""
+    _struct(value, Task, "task")
+    assert isinstance(value, Task)
+    return msgspec.structs.replace(
+        value,
+        task_id=ident(value.task_id, "task_id"),
+        avs_address=address(value.avs_address, "avs_address"),
+        operator_set_id=integer(value.operator_set_id, "operator_set_id"),
+        chain_id=integer(value.chain_id, "chain_id"),
+        block_number=integer(value.block_number, "block_number"),
+        block_hash=string(value.block_hash, "block_hash"),
+        callback_address=string(value.callback_address, "callback_address"),
+        deadline=optional_timestamp(value.deadline, "deadline"),
+        threshold_bips=integer(value.threshold_bips, "threshold_bips"),
+        payload=payload(value.payload, max_payload_bytes),
+    )
+
+
+def tasks(values: object, max_payload_bytes: int) -> list[Task]:
+    """Validate a batch; identical duplicates collapse, different ones raise."""
+    if isinstance(values, str | bytes) or not hasattr(values, "__iter__"):
+        raise InvalidInputError("tasks must be an iterable of Task")
+    seen: dict[str, Task] = {}
+    for item in values:
+        normal = task(item, max_payload_bytes)
+        previous = seen.get(normal.task_id)
+        if previous is not None and previous != normal:
+            raise InvalidInputError(f"two different tasks with id {normal.task_id!r} in one batch")
+        seen.setdefault(normal.task_id, normal)
+    return list(seen.values())
+
+
+def block(value: object) -> BlockRecord:
+    _struct(value, BlockRecord, "block record")
+    assert isinstance(value, BlockRecord)
+    return BlockRecord(
+        chain_id=integer(value.chain_id, "chain_id"),
+        number=integer(value.number, "number"),
+        hash=string(value.hash, "hash"),
+        parent_hash=string(value.parent_hash, "parent_hash"),
+        timestamp=integer(value.timestamp, "timestamp"),
+    )
+
+
+def operator_set_config(value: object, max_bytes: int) -> OperatorSetTaskConfig:
+    _struct(value, OperatorSetTaskConfig, "config")
+    assert isinstance(value, OperatorSetTaskConfig)
+    _struct(value.consensus, Consensus, "consensus")
+    return OperatorSetTaskConfig(
+        task_sla_s=duration(value.task_sla_s, "task_sla_s", allow_zero=True),
+        curve_type=_enum(CurveType, value.curve_type, "curve_type"),
+        task_metadata=payload(value.task_metadata, max_bytes, "task_metadata"),
+        consensus=Consensus(
+            type=_enum(ConsensusType, value.consensus.type, "consensus.type"),
+            threshold=integer(value.consensus.threshold, "consensus.threshold"),
+        ),
+    )
+
+
+def avs_config(value: object) -> AvsConfig:
+    _struct(value, AvsConfig, "config")
+    assert isinstance(value, AvsConfig)
+    ids = value.executor_operator_set_ids
+    if not isinstance(ids, list | tuple):
+        raise InvalidInputError("executor_operator_set_ids must be a list of integers")
+    return AvsConfig(
+        aggregator_operator_set_id=integer(value.aggregator_operator_set_id, "aggregator_operator_set_id"),
+        executor_operator_set_ids=[integer(i, "executor_operator_set_ids[]") for i in ids],
+        curve_type=_enum(CurveType, value.curve_type, "curve_type"),
+    )
+
+
+def performer(value: object) -> PerformerState:
+    _struct(value, PerformerState, "performer state")
+    assert isinstance(value, PerformerState)
+    env = value.environment_vars
+    if not isinstance(env, list | tuple):
+        raise InvalidInputError("environment_vars must be a list of EnvironmentVar")
+    for var in env:
+        _struct(var, EnvironmentVar, "environment_vars[]")
+    return msgspec.structs.replace(
+        value,
+        performer_id=ident(value.performer_id, "performer_id"),
+        avs_address=address(value.avs_address, "avs_address"),
+        resource_id=string(value.resource_id, "resource_id"),
+        status=string(value.status, "status"),
+        artifact_registry=string(value.artifact_registry, "artifact_registry"),
+        artifact_digest=string(value.artifact_digest, "artifact_digest"),
+        artifact_tag=string(value.artifact_tag, "artifact_tag"),
+        deployment_mode=string(value.deployment_mode, "deployment_mode"),
+        created_at=timestamp(value.created_at, "created_at"),
+        last_health_check=optional_timestamp(value.last_health_check, "last_health_check"),
+        container_healthy=boolean(value.container_healthy, "container_healthy"),
+        application_healthy=boolean(value.application_healthy, "application_healthy"),
+        network_name=string(value.network_name, "network_name"),
+        container_endpoint=string(value.container_endpoint, "container_endpoint"),
+        container_hostname=string(value.container_hostname, "container_hostname"),
+        environment_vars=[
+            EnvironmentVar(
+                name=string(v.name, "environment_vars[].name"),
+                value=string(v.value, "environment_vars[].value"),
+                value_from_env=string(v.value_from_env, "environment_vars[].value_from_env"),
+            )
+            for v in env
+        ],
+    )
+
+
+def inflight(value: object) -> InflightTask:
+    _struct(value, InflightTask, "inflight task")
+    assert isinstance(value, InflightTask)
+    return InflightTask(
+        task_id=ident(value.task_id, "task_id"),
+        avs_address=address(value.avs_address, "avs_address"),
+        operator_address=address(value.operator_address, "operator_address"),
+        received_at=timestamp(value.received_at, "received_at"),
+        status=string(value.status, "status"),
+        aggregator_address=string(value.aggregator_address, "aggregator_address"),
+        operator_set_id=integer(value.operator_set_id, "operator_set_id"),
+    )
+
+
+def deployment(value: object) -> Deployment:
+    _struct(value, Deployment, "deployment")
+    assert isinstance(value, Deployment)
+    return Deployment(
+        deployment_id=ident(value.deployment_id, "deployment_id"),
+        avs_address=address(value.avs_address, "avs_address"),
+        artifact_registry=string(value.artifact_registry, "artifact_registry"),
+        artifact_digest=string(value.artifact_digest, "artifact_digest"),
+        status=deployment_status(value.status),
+        started_at=timestamp(value.started_at, "started_at"),
+        completed_at=optional_timestamp(value.completed_at, "completed_at"),
+        error=string(value.error, "error"),
+    )

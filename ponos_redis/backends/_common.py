@@ -1,0 +1,81 @@
+"""What both backends share beyond models and validation: tuning, the texts
+of generated errors, event kinds and event-id parsing."""
+
+from __future__ import annotations
+
+import re
+
+import msgspec
+
+from .. import _validate as v
+from ..errors import InvalidInputError
+from ..models import TaskStatus
+
+__all__ = [
+    "DEADLINE_EXCEEDED",
+    "MANUAL_OWNER",
+    "OVERRIDE_EVENT",
+    "StoreSettings",
+    "parse_event_id",
+    "reap_error",
+    "retry_exhausted_error",
+]
+
+MANUAL_OWNER = "manual"
+DEADLINE_EXCEEDED = "deadline exceeded"
+
+# update_task_status emits the kind of the change it amounts to.
+OVERRIDE_EVENT: dict[TaskStatus, str] = {
+    TaskStatus.PENDING: "task.released",
+    TaskStatus.PROCESSING: "task.claimed",
+    TaskStatus.COMPLETED: "task.completed",
+    TaskStatus.FAILED: "task.failed",
+}
+
+_EVENT_ID_RE = re.compile(r"(\d{1,20})-(\d{1,20})")
+
+
+def reap_error(attempts: int, max_attempts: int) -> str:
+    return f"lease expired after {attempts} of {max_attempts} attempts"
+
+
+def retry_exhausted_error(reason: str, attempts: int, max_attempts: int) -> str:
+    return f"{reason} (no retry: {attempts} of {max_attempts} attempts used)"
+
+
+def parse_event_id(value: object) -> tuple[int, int]:
+    """An event id ``<ms>-<n>`` as a comparable pair."""
+    match = _EVENT_ID_RE.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        raise InvalidInputError(f"not an event id: {value!r}")
+    return int(match[1]), int(match[2])
+
+
+class StoreSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """A store's tuning, validated once when the store is built."""
+
+    default_lease_s: float = 30.0
+    max_attempts: int = 5
+    retention_s: float = 86400.0
+    max_payload_bytes: int = 1_048_576
+    events_maxlen: int = 100_000
+    block_window: int = 10_000
+    history_maxlen: int = 1_000
+    processed_ttl_s: float = 604_800.0
+
+    @classmethod
+    def build(cls, **values: object) -> StoreSettings:
+        checked: dict[str, object] = {}
+        for name, value in values.items():
+            if name in ("default_lease_s", "processed_ttl_s"):
+                checked[name] = v.duration(value, name)
+            elif name == "retention_s":
+                checked[name] = v.duration(value, name, allow_zero=True)
+            elif name in cls.__struct_fields__:
+                number = v.integer(value, name)
+                if number < 1:
+                    raise InvalidInputError(f"{name} must be >= 1, got {number}")
+                checked[name] = number
+            else:
+                raise InvalidInputError(f"unknown store setting {name!r}")
+        return cls(**checked)  # type: ignore[arg-type]

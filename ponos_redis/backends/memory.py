@@ -1,0 +1,861 @@
+"""The in-process fake: both stores, in memory, with the Redis backend's semantics.
+
+It implements the store interfaces, not Redis: it shares models, validation,
+the transition table and errors with the Redis backend, never keys or scripts.
+Two stores opened on the same namespace in one process share state, as
+replicas sharing one Redis do. Every call yields to the event loop once before
+it acts (as real I/O would) and then runs to completion without awaiting, so
+each call is atomic, like a Lua script, however many asyncio tasks share a store.
+
+Time comes from an injectable clock (default: the system clock), so tests can
+expire leases, deadlines and markers by moving a :class:`ManualClock`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import deque
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Self
+
+from .. import _validate as v
+from .._clock import Clock, system_clock
+from ..errors import (
+    AlreadyExistsError,
+    InvalidInputError,
+    InvalidTransitionError,
+    NotFoundError,
+    StaleLeaseError,
+    StoreClosedError,
+)
+from ..models import (
+    AvsConfig,
+    BlockRecord,
+    ChainLease,
+    ClaimedTask,
+    Deployment,
+    DeploymentEvent,
+    DeploymentStatus,
+    InflightTask,
+    OperatorSetTaskConfig,
+    PerformerState,
+    StoreEvent,
+    Task,
+    TaskRecord,
+    TaskStatus,
+)
+from ..transitions import (
+    FINAL_TASK_STATUSES,
+    TASK_OPERATIONS,
+    TaskOp,
+    deployment_transition_allowed,
+    override_allowed,
+)
+from ._common import (
+    DEADLINE_EXCEEDED,
+    MANUAL_OWNER,
+    OVERRIDE_EVENT,
+    StoreSettings,
+    parse_event_id,
+    reap_error,
+    retry_exhausted_error,
+)
+
+__all__ = ["MemoryAggregatorStore", "MemoryExecutorStore", "reset_memory_namespaces"]
+
+P, R, C, F = TaskStatus.PENDING, TaskStatus.PROCESSING, TaskStatus.COMPLETED, TaskStatus.FAILED
+
+
+@dataclass
+class _TaskRow:
+    task: Task
+    seq: int
+    status: TaskStatus
+    created_at: datetime
+    updated_at: datetime
+    attempts: int = 0
+    owner: str | None = None
+    token: int | None = None
+    lease_until: datetime | None = None
+    last_error: str | None = None
+
+    def snapshot(self) -> TaskRecord:
+        return TaskRecord(
+            task=self.task,
+            status=self.status,
+            attempts=self.attempts,
+            owner=self.owner,
+            token=self.token,
+            lease_until=self.lease_until,
+            created_at=self.created_at,
+            updated_at=self.updated_at,
+            last_error=self.last_error,
+        )
+
+
+@dataclass
+class _AggregatorState:
+    tasks: dict[str, _TaskRow] = field(default_factory=dict)
+    seq: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    cursors: dict[int, int] = field(default_factory=dict)
+    blocks: dict[int, dict[int, BlockRecord]] = field(default_factory=dict)
+    leases: dict[int, ChainLease] = field(default_factory=dict)
+    opsets: dict[tuple[str, int], OperatorSetTaskConfig] = field(default_factory=dict)
+    avs: dict[str, AvsConfig] = field(default_factory=dict)
+    events: deque[StoreEvent] = field(default_factory=deque)
+    last_event: tuple[int, int] = (0, 0)
+    waiters: list[asyncio.Future[None]] = field(default_factory=list)
+    fence: list[int] = field(default_factory=lambda: [0])
+
+
+@dataclass
+class _ExecutorState:
+    performers: dict[str, PerformerState] = field(default_factory=dict)
+    inflight: dict[str, InflightTask] = field(default_factory=dict)
+    deployments: dict[str, Deployment] = field(default_factory=dict)
+    history: dict[str, deque[DeploymentEvent]] = field(default_factory=dict)
+    processed: dict[str, datetime] = field(default_factory=dict)
+
+
+# Namespaces outlive the stores that use them, like a Redis namespace outlives
+# its clients.
+_AGGREGATORS: dict[str, _AggregatorState] = {}
+_EXECUTORS: dict[str, _ExecutorState] = {}
+
+
+def reset_memory_namespaces(*namespaces: str) -> None:
+    """Forget the state of the given memory namespaces (all of them when none are given)."""
+    if not namespaces:
+        _AGGREGATORS.clear()
+        _EXECUTORS.clear()
+    for ns in namespaces:
+        _AGGREGATORS.pop(ns, None)
+        _EXECUTORS.pop(ns, None)
+
+
+class _MemoryStore:
+    def __init__(self, namespace: str, clock: Clock | None) -> None:
+        self.namespace = v.namespace(namespace)
+        self._clock = clock or system_clock
+        self._closed = False
+
+    async def __aenter__(self) -> Self:
+        self._check_open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the store; idempotent. Other calls afterwards raise StoreClosedError."""
+        self._closed = True
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosedError(f"the store for namespace {self.namespace!r} is closed")
+
+    async def _enter(self) -> datetime:
+        """Yield once, as I/O would, then check the store is open; return 'now'."""
+        await asyncio.sleep(0)
+        self._check_open()
+        return v.timestamp(self._clock(), "clock()")
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<{type(self).__name__} namespace={self.namespace!r} {state}>"
+
+
+class MemoryAggregatorStore(_MemoryStore):
+    """The aggregator store, in process. See :class:`ponos_redis.AggregatorStore`.
+
+    Args:
+        namespace: stores with the same namespace in one process share state.
+        clock: returns the current aware UTC datetime; default the system clock.
+        default_lease_s, max_attempts, retention_s, max_payload_bytes,
+        events_maxlen, block_window: as in the ``storage:`` config.
+    """
+
+    def __init__(
+        self,
+        namespace: str = "default",
+        *,
+        clock: Clock | None = None,
+        default_lease_s: float = 30.0,
+        max_attempts: int = 5,
+        retention_s: float = 86400.0,
+        max_payload_bytes: int = 1_048_576,
+        events_maxlen: int = 100_000,
+        block_window: int = 10_000,
+        history_maxlen: int = 1_000,
+        processed_ttl_s: float = 604_800.0,
+    ) -> None:
+        super().__init__(namespace, clock)
+        self._settings = StoreSettings.build(
+            default_lease_s=default_lease_s,
+            max_attempts=max_attempts,
+            retention_s=retention_s,
+            max_payload_bytes=max_payload_bytes,
+            events_maxlen=events_maxlen,
+            block_window=block_window,
+            history_maxlen=history_maxlen,
+            processed_ttl_s=processed_ttl_s,
+        )
+        self._s = _AGGREGATORS.setdefault(self.namespace, _AggregatorState())
+
+    # -- helpers -----------------------------------------------------------------
+
+    def _next_token(self) -> int:
+        self._s.fence[0] += 1
+        return self._s.fence[0]
+
+    def _emit(
+        self,
+        now: datetime,
+        kind: str,
+        subject: str,
+        status: str | None = None,
+        owner: str | None = None,
+        token: int | None = None,
+    ) -> None:
+        ms = v.to_ms(now)
+        last_ms, last_n = self._s.last_event
+        event_id = (ms, 0) if ms > last_ms else (last_ms, last_n + 1)
+        self._s.last_event = event_id
+        self._s.events.append(
+            StoreEvent(
+                id=f"{event_id[0]}-{event_id[1]}",
+                kind=kind,
+                subject=subject,
+                status=status,
+                owner=owner,
+                token=token,
+                at=now,
+            )
+        )
+        while len(self._s.events) > self._settings.events_maxlen:
+            self._s.events.popleft()
+        waiters, self._s.waiters = self._s.waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    def _row(self, task_id: str) -> _TaskRow:
+        row = self._s.tasks.get(task_id)
+        if row is None:
+            raise NotFoundError(f"task {task_id!r} not found")
+        return row
+
+    def _held_row(self, task_id: object, token: object, op: TaskOp) -> _TaskRow:
+        """The row of a token operation: NotFound, then StaleLease, then the status rule."""
+        row = self._row(v.ident(task_id, "task_id"))
+        if isinstance(token, bool) or not isinstance(token, int):
+            raise InvalidInputError(f"token must be an integer, got {type(token).__name__}")
+        if row.token != token:
+            raise StaleLeaseError(
+                f"task {row.task.task_id!r}: token {token} is not the current one ({row.token})"
+            )
+        required, _ = TASK_OPERATIONS[op]
+        if row.status != required:
+            raise InvalidTransitionError(
+                f"cannot {op.value} task {row.task.task_id!r}: it is {row.status.value}, not {required.value}"
+            )
+        return row
+
+    def _to_pending(self, row: _TaskRow, now: datetime) -> None:
+        row.status = P
+        row.owner = None
+        row.lease_until = None
+        row.token = self._next_token()
+        row.updated_at = now
+
+    # -- chain ---------------------------------------------------------------------
+
+    def _check_fence(self, chain_id: int, fence: int | None, now: datetime) -> None:
+        if fence is None:
+            return
+        if isinstance(fence, bool) or not isinstance(fence, int):
+            raise InvalidInputError(f"fence must be an integer, got {type(fence).__name__}")
+        lease = self._s.leases.get(chain_id)
+        if lease is None or lease.token != fence or lease.expires_at <= now:
+            raise StaleLeaseError(f"chain {chain_id}: fence {fence} is not the live lease's token")
+
+    async def get_last_processed_block(self, chain_id: int) -> int:
+        """The chain's cursor. Raises NotFoundError if it was never set."""
+        chain_id = v.integer(chain_id, "chain_id")
+        await self._enter()
+        if chain_id not in self._s.cursors:
+            raise NotFoundError(f"chain {chain_id} has no processed block yet")
+        return self._s.cursors[chain_id]
+
+    async def set_last_processed_block(
+        self, chain_id: int, block_number: int, *, fence: int | None = None
+    ) -> None:
+        """Move the cursor forward (same value: no-op; lower: InvalidTransitionError)."""
+        chain_id = v.integer(chain_id, "chain_id")
+        block_number = v.integer(block_number, "block_number")
+        now = await self._enter()
+        self._check_fence(chain_id, fence, now)
+        current = self._s.cursors.get(chain_id)
+        if current is not None and block_number < current:
+            raise InvalidTransitionError(
+                f"chain {chain_id}: cursor is at {current}; {block_number} would move it back "
+                "(use rewind_chain after a reorg)"
+            )
+        if current == block_number:
+            return
+        self._s.cursors[chain_id] = block_number
+        self._emit(now, "chain.advanced", str(chain_id), token=fence)
+
+    async def rewind_chain(self, chain_id: int, block_number: int, *, fence: int | None = None) -> None:
+        """Move the cursor back after a reorg and drop block records above it."""
+        chain_id = v.integer(chain_id, "chain_id")
+        block_number = v.integer(block_number, "block_number")
+        now = await self._enter()
+        self._check_fence(chain_id, fence, now)
+        current = self._s.cursors.get(chain_id)
+        if current is None:
+            raise NotFoundError(f"chain {chain_id} has no processed block to rewind")
+        if block_number > current:
+            raise InvalidTransitionError(
+                f"chain {chain_id}: cannot rewind to {block_number}, above the cursor {current}"
+            )
+        self._s.cursors[chain_id] = block_number
+        blocks = self._s.blocks.get(chain_id, {})
+        for number in [n for n in blocks if n > block_number]:
+            del blocks[number]
+        self._emit(now, "chain.rewound", str(chain_id), token=fence)
+
+    async def save_block(self, record: BlockRecord) -> None:
+        """Save (or replace) a block record; only the last ``block_window`` numbers are kept."""
+        record = v.block(record)
+        await self._enter()
+        blocks = self._s.blocks.setdefault(record.chain_id, {})
+        blocks[record.number] = record
+        floor = max(blocks) - self._settings.block_window
+        for number in [n for n in blocks if n <= floor]:
+            del blocks[number]
+
+    async def get_block(self, chain_id: int, number: int) -> BlockRecord:
+        chain_id = v.integer(chain_id, "chain_id")
+        number = v.integer(number, "number")
+        await self._enter()
+        record = self._s.blocks.get(chain_id, {}).get(number)
+        if record is None:
+            raise NotFoundError(f"chain {chain_id} has no block record {number}")
+        return record
+
+    async def delete_block(self, chain_id: int, number: int) -> None:
+        chain_id = v.integer(chain_id, "chain_id")
+        number = v.integer(number, "number")
+        await self._enter()
+        blocks = self._s.blocks.get(chain_id, {})
+        if number not in blocks:
+            raise NotFoundError(f"chain {chain_id} has no block record {number}")
+        del blocks[number]
+
+    async def acquire_chain_lease(self, chain_id: int, owner: str, *, ttl_s: float) -> ChainLease | None:
+        """Take the chain's lease; None if another owner holds a live one."""
+        chain_id = v.integer(chain_id, "chain_id")
+        owner = v.ident(owner, "owner")
+        ttl = v.duration(ttl_s, "ttl_s")
+        now = await self._enter()
+        current = self._s.leases.get(chain_id)
+        expires_at = v.timestamp(now + timedelta(seconds=ttl), "expires_at")
+        if current is not None and current.expires_at > now:
+            if current.owner != owner:
+                return None
+            token = current.token
+        else:
+            token = self._next_token()
+        lease = ChainLease(chain_id=chain_id, owner=owner, token=token, expires_at=expires_at)
+        self._s.leases[chain_id] = lease
+        return lease
+
+    def _current_lease(self, lease: ChainLease) -> ChainLease | None:
+        if not isinstance(lease, ChainLease):
+            raise InvalidInputError(f"lease must be a ChainLease, got {type(lease).__name__}")
+        v.integer(lease.chain_id, "lease.chain_id")
+        return self._s.leases.get(lease.chain_id)
+
+    async def renew_chain_lease(self, lease: ChainLease, *, ttl_s: float) -> ChainLease:
+        """Extend a live lease, keeping its token; StaleLeaseError if it expired or was lost."""
+        ttl = v.duration(ttl_s, "ttl_s")
+        now = await self._enter()
+        current = self._current_lease(lease)
+        if (
+            current is None
+            or current.token != lease.token
+            or current.owner != lease.owner
+            or current.expires_at <= now
+        ):
+            raise StaleLeaseError(f"chain {lease.chain_id}: lease {lease.token} is no longer current")
+        renewed = ChainLease(
+            chain_id=current.chain_id,
+            owner=current.owner,
+            token=current.token,
+            expires_at=v.timestamp(now + timedelta(seconds=ttl), "expires_at"),
+        )
+        self._s.leases[current.chain_id] = renewed
+        return renewed
+
+    async def release_chain_lease(self, lease: ChainLease) -> None:
+        """Give the lease up. Already gone: no-op; someone else's now: StaleLeaseError."""
+        await self._enter()
+        current = self._current_lease(lease)
+        if current is None:
+            return
+        if current.token != lease.token:
+            raise StaleLeaseError(f"chain {lease.chain_id}: lease {lease.token} is no longer current")
+        del self._s.leases[current.chain_id]
+
+    # -- tasks ---------------------------------------------------------------------
+
+    def _insert(self, task: Task, now: datetime) -> bool:
+        existing = self._s.tasks.get(task.task_id)
+        if existing is not None:
+            return False
+        self._s.tasks[task.task_id] = _TaskRow(
+            task=task, seq=next(self._s.seq), status=P, created_at=now, updated_at=now
+        )
+        self._emit(now, "task.saved", task.task_id, P.value)
+        return True
+
+    def _check_same(self, task: Task) -> None:
+        existing = self._s.tasks.get(task.task_id)
+        if existing is not None and existing.task != task:
+            raise AlreadyExistsError(f"a different task with id {task.task_id!r} already exists")
+
+    async def save_task(self, task: Task) -> bool:
+        """Save a new pending task.
+
+        Returns:
+            True if created; False if the identical task was already there.
+
+        Raises:
+            AlreadyExistsError: a different task has the same id.
+            InvalidInputError: the task is invalid.
+        """
+        task = v.task(task, self._settings.max_payload_bytes)
+        now = await self._enter()
+        self._check_same(task)
+        return self._insert(task, now)
+
+    async def save_tasks(self, tasks: Iterable[Task]) -> int:
+        """Save many tasks, all or nothing; returns how many were created."""
+        batch = v.tasks(tasks, self._settings.max_payload_bytes)
+        now = await self._enter()
+        for task in batch:
+            self._check_same(task)
+        return sum(self._insert(task, now) for task in batch)
+
+    async def get_task(self, task_id: str) -> TaskRecord:
+        task_id = v.ident(task_id, "task_id")
+        await self._enter()
+        return self._row(task_id).snapshot()
+
+    def _pending(self) -> list[_TaskRow]:
+        return sorted((r for r in self._s.tasks.values() if r.status == P), key=lambda r: r.seq)
+
+    async def list_pending_tasks(
+        self, avs_address: str | None = None, *, limit: int | None = None
+    ) -> list[Task]:
+        """Pending tasks, oldest first, optionally of one AVS and at most ``limit``."""
+        avs = None if avs_address is None else v.address(avs_address, "avs_address")
+        n = None if limit is None else v.limit(limit)
+        await self._enter()
+        rows = [r.task for r in self._pending() if avs is None or r.task.avs_address == avs]
+        return rows if n is None else rows[:n]
+
+    async def count_tasks(self) -> dict[TaskStatus, int]:
+        await self._enter()
+        counts = dict.fromkeys(TaskStatus, 0)
+        for row in self._s.tasks.values():
+            counts[row.status] += 1
+        return counts
+
+    async def update_task_status(self, task_id: str, status: TaskStatus) -> None:
+        """The operator's override; see the transition table."""
+        task_id = v.ident(task_id, "task_id")
+        target = v.task_status(status)
+        now = await self._enter()
+        row = self._row(task_id)
+        if row.status == target:
+            return
+        if not override_allowed(row.status, target):
+            raise InvalidTransitionError(
+                f"task {task_id!r} cannot go from {row.status.value} to {target.value}"
+            )
+        row.token = self._next_token()
+        row.updated_at = now
+        row.status = target
+        if target == R:
+            row.owner = MANUAL_OWNER
+            row.lease_until = v.timestamp(
+                now + timedelta(seconds=self._settings.default_lease_s), "lease_until"
+            )
+        elif target == P:
+            row.owner = None
+            row.lease_until = None
+        else:
+            row.lease_until = None
+            if target == F:
+                row.last_error = "set to failed by an operator"
+        self._emit(now, OVERRIDE_EVENT[target], task_id, target.value, row.owner, row.token)
+
+    async def delete_task(self, task_id: str) -> None:
+        task_id = v.ident(task_id, "task_id")
+        now = await self._enter()
+        self._row(task_id)
+        del self._s.tasks[task_id]
+        self._emit(now, "task.deleted", task_id)
+
+    async def claim_tasks(self, owner: str, *, limit: int, lease_s: float) -> list[ClaimedTask]:
+        """Claim up to ``limit`` pending tasks, oldest first, each under a fresh token.
+
+        A task whose deadline has passed is failed ("deadline exceeded") instead.
+        """
+        owner = v.ident(owner, "owner")
+        n = v.limit(limit)
+        lease = v.duration(lease_s, "lease_s")
+        now = await self._enter()
+        claimed: list[ClaimedTask] = []
+        if n == 0:
+            return claimed
+        lease_until = v.timestamp(now + timedelta(seconds=lease), "lease_until")
+        for row in self._pending():
+            if len(claimed) >= n:
+                break
+            if row.task.deadline is not None and row.task.deadline <= now:
+                row.status = F
+                row.last_error = DEADLINE_EXCEEDED
+                row.updated_at = now
+                self._emit(now, "task.failed", row.task.task_id, F.value)
+                continue
+            row.status = R
+            row.attempts += 1
+            row.owner = owner
+            row.token = self._next_token()
+            row.lease_until = lease_until
+            row.updated_at = now
+            self._emit(now, "task.claimed", row.task.task_id, R.value, owner, row.token)
+            claimed.append(
+                ClaimedTask(task=row.task, token=row.token, lease_until=lease_until, attempt=row.attempts)
+            )
+        return claimed
+
+    async def renew_task_lease(self, task_id: str, token: int, *, lease_s: float) -> None:
+        """Extend the lease of a task you hold (even if it expired but was not reaped)."""
+        lease = v.duration(lease_s, "lease_s")
+        now = await self._enter()
+        row = self._held_row(task_id, token, TaskOp.RENEW)
+        row.lease_until = v.timestamp(now + timedelta(seconds=lease), "lease_until")
+        row.updated_at = now
+
+    async def complete_task(self, task_id: str, token: int) -> None:
+        """Complete a task you hold; repeating it with the same token is a no-op."""
+        now = await self._enter()
+        row = self._row(v.ident(task_id, "task_id"))
+        if row.status == C and row.token == token and not isinstance(token, bool):
+            return
+        row = self._held_row(task_id, token, TaskOp.COMPLETE)
+        row.status = C
+        row.lease_until = None
+        row.updated_at = now
+        self._emit(now, "task.completed", row.task.task_id, C.value, row.owner, row.token)
+
+    async def fail_task(self, task_id: str, token: int, reason: str, *, retry: bool = False) -> None:
+        """Fail a task you hold; with ``retry`` it goes back to pending while attempts remain."""
+        reason = v.string(reason, "reason")
+        retry = v.boolean(retry, "retry")
+        now = await self._enter()
+        row = self._row(v.ident(task_id, "task_id"))
+        if not retry and row.status == F and row.token == token and not isinstance(token, bool):
+            return
+        row = self._held_row(task_id, token, TaskOp.RETRY if retry else TaskOp.FAIL)
+        row.last_error = reason
+        if retry and row.attempts < self._settings.max_attempts:
+            self._to_pending(row, now)
+            self._emit(now, "task.retried", row.task.task_id, P.value, None, row.token)
+            return
+        if retry:
+            row.last_error = retry_exhausted_error(reason, row.attempts, self._settings.max_attempts)
+        row.status = F
+        row.lease_until = None
+        row.updated_at = now
+        self._emit(now, "task.failed", row.task.task_id, F.value, row.owner, row.token)
+
+    async def release_task(self, task_id: str, token: int) -> None:
+        """Give a task you hold back to pending (it gets a new token)."""
+        now = await self._enter()
+        row = self._held_row(task_id, token, TaskOp.RELEASE)
+        self._to_pending(row, now)
+        self._emit(now, "task.released", row.task.task_id, P.value, None, row.token)
+
+    async def reap_expired_leases(self) -> int:
+        """Expired leases go back to pending, or to failed after max_attempts.
+
+        Also trims a bounded batch of finished tasks past their retention.
+
+        Returns:
+            how many leases were reaped.
+        """
+        now = await self._enter()
+        reaped = 0
+        expired = sorted(
+            (
+                r
+                for r in self._s.tasks.values()
+                if r.status == R and r.lease_until is not None and r.lease_until <= now
+            ),
+            key=lambda r: (r.lease_until, r.task.task_id),
+        )
+        for row in expired:
+            if row.attempts < self._settings.max_attempts:
+                self._to_pending(row, now)
+            else:
+                row.status = F
+                row.last_error = reap_error(row.attempts, self._settings.max_attempts)
+                row.lease_until = None
+                row.token = self._next_token()
+                row.updated_at = now
+            reaped += 1
+            self._emit(now, "task.reaped", row.task.task_id, row.status.value, None, row.token)
+        self._trim(now, 1000)
+        return reaped
+
+    def _trim(self, now: datetime, limit: int) -> int:
+        horizon = now - timedelta(seconds=self._settings.retention_s)
+        old = sorted(
+            (
+                r
+                for r in self._s.tasks.values()
+                if r.status in FINAL_TASK_STATUSES and r.updated_at <= horizon
+            ),
+            key=lambda r: (r.updated_at, r.task.task_id),
+        )[:limit]
+        for row in old:
+            del self._s.tasks[row.task.task_id]
+        return len(old)
+
+    async def trim_finished_tasks(self, *, limit: int = 1000) -> int:
+        """Delete up to ``limit`` completed/failed tasks older than ``retention_s``."""
+        n = v.limit(limit)
+        now = await self._enter()
+        return self._trim(now, n)
+
+    # -- config cache --------------------------------------------------------------
+
+    async def save_operator_set_config(
+        self, avs_address: str, operator_set_id: int, config: OperatorSetTaskConfig
+    ) -> None:
+        key = (v.address(avs_address, "avs_address"), v.integer(operator_set_id, "operator_set_id"))
+        config = v.operator_set_config(config, self._settings.max_payload_bytes)
+        await self._enter()
+        self._s.opsets[key] = config
+
+    async def get_operator_set_config(self, avs_address: str, operator_set_id: int) -> OperatorSetTaskConfig:
+        key = (v.address(avs_address, "avs_address"), v.integer(operator_set_id, "operator_set_id"))
+        await self._enter()
+        if key not in self._s.opsets:
+            raise NotFoundError(f"no task config for operator set {key[1]} of {key[0]}")
+        return self._s.opsets[key]
+
+    async def save_avs_config(self, avs_address: str, config: AvsConfig) -> None:
+        avs = v.address(avs_address, "avs_address")
+        config = v.avs_config(config)
+        await self._enter()
+        self._s.avs[avs] = config
+
+    async def get_avs_config(self, avs_address: str) -> AvsConfig:
+        avs = v.address(avs_address, "avs_address")
+        await self._enter()
+        if avs not in self._s.avs:
+            raise NotFoundError(f"no AVS config for {avs}")
+        return self._s.avs[avs]
+
+    # -- events --------------------------------------------------------------------
+
+    async def events(
+        self, *, after: str | None = None, block_s: float | None = None
+    ) -> AsyncIterator[StoreEvent]:
+        """Events in delivery order, after ``after`` (an event id) or from the oldest kept.
+
+        With ``block_s=None`` it ends once everything present was delivered; with
+        ``block_s=x`` it waits up to x seconds for each next event.
+        """
+        position = (0, -1) if after is None else parse_event_id(after)
+        wait = None if block_s is None else v.duration(block_s, "block_s", allow_zero=True)
+        await self._enter()
+        while True:
+            self._check_open()
+            fresh = [e for e in self._s.events if parse_event_id(e.id) > position]
+            for event in fresh:
+                yield event
+                position = parse_event_id(event.id)
+            if fresh:
+                continue
+            if wait is None or wait == 0:
+                return
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._s.waiters.append(fut)
+            try:
+                await asyncio.wait_for(fut, wait)
+            except TimeoutError:
+                return
+            finally:
+                if fut in self._s.waiters:
+                    self._s.waiters.remove(fut)
+
+
+class MemoryExecutorStore(_MemoryStore):
+    """The executor store, in process. See :class:`ponos_redis.ExecutorStore`."""
+
+    def __init__(
+        self,
+        namespace: str = "default",
+        *,
+        clock: Clock | None = None,
+        processed_ttl_s: float = 604_800.0,
+        history_maxlen: int = 1_000,
+        max_payload_bytes: int = 1_048_576,
+    ) -> None:
+        super().__init__(namespace, clock)
+        self._settings = StoreSettings.build(
+            processed_ttl_s=processed_ttl_s,
+            history_maxlen=history_maxlen,
+            max_payload_bytes=max_payload_bytes,
+        )
+        self._s = _EXECUTORS.setdefault(self.namespace, _ExecutorState())
+
+    async def save_performer_state(self, state: PerformerState) -> None:
+        state = v.performer(state)
+        await self._enter()
+        self._s.performers[state.performer_id] = state
+
+    async def get_performer_state(self, performer_id: str) -> PerformerState:
+        performer_id = v.ident(performer_id, "performer_id")
+        await self._enter()
+        if performer_id not in self._s.performers:
+            raise NotFoundError(f"performer {performer_id!r} not found")
+        return self._s.performers[performer_id]
+
+    async def list_performer_states(self) -> list[PerformerState]:
+        await self._enter()
+        return [self._s.performers[k] for k in sorted(self._s.performers)]
+
+    async def delete_performer_state(self, performer_id: str) -> None:
+        performer_id = v.ident(performer_id, "performer_id")
+        await self._enter()
+        if self._s.performers.pop(performer_id, None) is None:
+            raise NotFoundError(f"performer {performer_id!r} not found")
+
+    async def save_inflight_task(self, task: InflightTask) -> None:
+        task = v.inflight(task)
+        await self._enter()
+        self._s.inflight[task.task_id] = task
+
+    async def get_inflight_task(self, task_id: str) -> InflightTask:
+        task_id = v.ident(task_id, "task_id")
+        await self._enter()
+        if task_id not in self._s.inflight:
+            raise NotFoundError(f"inflight task {task_id!r} not found")
+        return self._s.inflight[task_id]
+
+    async def list_inflight_tasks(self) -> list[InflightTask]:
+        await self._enter()
+        return [self._s.inflight[k] for k in sorted(self._s.inflight)]
+
+    async def delete_inflight_task(self, task_id: str) -> None:
+        task_id = v.ident(task_id, "task_id")
+        await self._enter()
+        if self._s.inflight.pop(task_id, None) is None:
+            raise NotFoundError(f"inflight task {task_id!r} not found")
+
+    def _record(self, deployment: Deployment, now: datetime) -> None:
+        history = self._s.history.setdefault(deployment.deployment_id, deque())
+        history.append(
+            DeploymentEvent(
+                deployment_id=deployment.deployment_id,
+                status=deployment.status,
+                at=now,
+                error=deployment.error,
+            )
+        )
+        while len(history) > self._settings.history_maxlen:
+            history.popleft()
+        self._s.deployments[deployment.deployment_id] = deployment
+
+    async def save_deployment(self, deployment: Deployment) -> None:
+        """Save (or replace) a deployment; its history gets an event with the saved status."""
+        deployment = v.deployment(deployment)
+        now = await self._enter()
+        self._record(deployment, now)
+
+    async def get_deployment(self, deployment_id: str) -> Deployment:
+        deployment_id = v.ident(deployment_id, "deployment_id")
+        await self._enter()
+        if deployment_id not in self._s.deployments:
+            raise NotFoundError(f"deployment {deployment_id!r} not found")
+        return self._s.deployments[deployment_id]
+
+    async def update_deployment_status(
+        self, deployment_id: str, status: DeploymentStatus, *, error: str = ""
+    ) -> None:
+        """Move a deployment along pending -> deploying -> running | failed."""
+        deployment_id = v.ident(deployment_id, "deployment_id")
+        target = v.deployment_status(status)
+        error = v.string(error, "error")
+        now = await self._enter()
+        current = self._s.deployments.get(deployment_id)
+        if current is None:
+            raise NotFoundError(f"deployment {deployment_id!r} not found")
+        if current.status == target:
+            return
+        if not deployment_transition_allowed(current.status, target):
+            raise InvalidTransitionError(
+                f"deployment {deployment_id!r} cannot go from {current.status.value} to {target.value}"
+            )
+        final = target in (DeploymentStatus.RUNNING, DeploymentStatus.FAILED)
+        updated = Deployment(
+            deployment_id=current.deployment_id,
+            avs_address=current.avs_address,
+            artifact_registry=current.artifact_registry,
+            artifact_digest=current.artifact_digest,
+            status=target,
+            started_at=current.started_at,
+            completed_at=now if final else current.completed_at,
+            error=error or current.error,
+        )
+        self._record(updated, now)
+
+    async def list_deployment_history(self, deployment_id: str) -> list[DeploymentEvent]:
+        deployment_id = v.ident(deployment_id, "deployment_id")
+        await self._enter()
+        if deployment_id not in self._s.history:
+            raise NotFoundError(f"deployment {deployment_id!r} not found")
+        return list(self._s.history[deployment_id])
+
+    async def mark_task_processed(self, task_id: str) -> bool:
+        """Atomically mark a task processed: True the first time, False afterwards."""
+        task_id = v.ident(task_id, "task_id")
+        now = await self._enter()
+        expires = self._s.processed.get(task_id)
+        if expires is not None and expires > now:
+            return False
+        self._s.processed[task_id] = now + timedelta(seconds=self._settings.processed_ttl_s)
+        return True
+
+    async def is_task_processed(self, task_id: str) -> bool:
+        task_id = v.ident(task_id, "task_id")
+        now = await self._enter()
+        expires = self._s.processed.get(task_id)
+        return expires is not None and expires > now

@@ -1,0 +1,959 @@
+"""Both stores on Redis: every multi-key transition is one Lua script from ``lua/``.
+
+A method validates its input (shared with the fake), builds the script's KEYS
+and ARGV from :mod:`ponos_redis.keys`, runs it under the one retry policy and
+turns the reply into a result or a typed error (:mod:`ponos_redis._ops`).
+
+Time: leases, deadlines and timestamps use the Redis server's ``TIME`` inside
+the scripts. A store built with ``clock=`` (tests only) passes that clock's
+time instead, so the contract suite can move time on both backends alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import msgspec
+from redis import exceptions as rexc
+from redis.commands.core import AsyncScript
+
+from .. import _codec as codec
+from .. import _validate as v
+from .._clock import Clock
+from .._connection import RedisClient, connect, redact, retrying
+from .._durability import ServerFacts, assess
+from .._ops import as_text, check
+from .._scripts import SCRIPT_NAMES, script_source
+from ..config import RedisSettings, StorageConfig
+from ..errors import (
+    CorruptRecordError,
+    DurabilityError,
+    InvalidInputError,
+    NotFoundError,
+    SchemaVersionError,
+    StoreClosedError,
+)
+from ..keys import SCHEMA_VERSION, Keys
+from ..models import (
+    AvsConfig,
+    BlockRecord,
+    ChainLease,
+    ClaimedTask,
+    Consensus,
+    CurveType,
+    Deployment,
+    DeploymentEvent,
+    DeploymentStatus,
+    InflightTask,
+    OperatorSetTaskConfig,
+    PerformerState,
+    StoreEvent,
+    Task,
+    TaskRecord,
+    TaskStatus,
+)
+from ._common import DEADLINE_EXCEEDED, OVERRIDE_EVENT, StoreSettings, parse_event_id
+
+__all__ = ["RedisAggregatorStore", "RedisExecutorStore"]
+
+log = logging.getLogger("ponos_redis")
+T = TypeVar("T")
+RecordT = TypeVar("RecordT", bound=msgspec.Struct)
+P, R, C, F = TaskStatus.PENDING, TaskStatus.PROCESSING, TaskStatus.COMPLETED, TaskStatus.FAILED
+
+_REAP_BATCH = 500
+_EVENT_BATCH = 500
+_LIST_BATCH = 1000
+
+
+def _ms(seconds: float) -> str:
+    return str(max(1, round(seconds * 1000)))
+
+
+class _RedisStore:
+    """Connection, scripts, retry and lifecycle shared by both Redis stores."""
+
+    def __init__(
+        self,
+        client: RedisClient,
+        config: StorageConfig,
+        settings: StoreSettings,
+        *,
+        clock: Clock | None = None,
+        owns_client: bool = True,
+    ) -> None:
+        assert config.redis is not None
+        self.namespace = config.namespace
+        self.keys = Keys(config.namespace)
+        self._client = client
+        # redis-py's command annotations are unions of sync and async results;
+        # command calls go through this Any-typed alias, results are checked here.
+        self._r: Any = client
+        self._config = config
+        self._redis: RedisSettings = config.redis
+        self._settings = settings
+        self._clock = clock
+        self._owns_client = owns_client
+        self._closed = False
+        self._scripts: dict[str, AsyncScript] = {
+            name: client.register_script(script_source(name)) for name in SCRIPT_NAMES
+        }
+
+    @classmethod
+    def _settings_from(cls, config: StorageConfig) -> StoreSettings:
+        return StoreSettings.build(
+            default_lease_s=config.tasks.default_lease_s,
+            max_attempts=config.tasks.max_attempts,
+            retention_s=config.tasks.retention_s,
+            max_payload_bytes=config.tasks.max_payload_bytes,
+            events_maxlen=config.events_maxlen,
+            block_window=config.block_window,
+            history_maxlen=config.history_maxlen,
+            processed_ttl_s=config.processed_ttl_s,
+        )
+
+    @classmethod
+    async def open(
+        cls,
+        config: StorageConfig | str,
+        *,
+        namespace: str | None = None,
+        clock: Clock | None = None,
+        client: RedisClient | None = None,
+    ) -> Self:
+        """Connect, check durability and the schema version, and return the store.
+
+        Args:
+            config: a :class:`StorageConfig` with a ``redis:`` block, or a Redis URL.
+            namespace: overrides the config's namespace.
+            clock: for tests only: judge time by this clock instead of the server's TIME.
+            client: an existing client to use (the store then does not close it).
+
+        Raises:
+            InvalidInputError, DurabilityError, SchemaVersionError, StoreUnavailableError.
+        """
+        cfg = StorageConfig.coerce(config)
+        if namespace is not None:
+            cfg = msgspec.structs.replace(cfg, namespace=v.namespace(namespace))
+        if cfg.redis is None:
+            raise InvalidInputError("a Redis store needs a config with a redis: block")
+        settings = cls._settings_from(cfg)
+        owns = client is None
+        store = cls(client or connect(cfg.redis), cfg, settings, clock=clock, owns_client=owns)
+        try:
+            await store._check_durability()
+            await store._check_schema()
+        except BaseException:
+            await store._close_client()
+            raise
+        return store
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        self._check_open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the store and its connections; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._close_client()
+
+    async def _close_client(self) -> None:
+        if self._owns_client:
+            await self._client.aclose()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosedError(f"the store for namespace {self.namespace!r} is closed")
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<{type(self).__name__} namespace={self.namespace!r} {state}>"
+
+    # -- I/O -----------------------------------------------------------------------
+
+    def _now(self) -> str:
+        """ARGV 'now': empty (the server's TIME decides) unless a test clock was given."""
+        if self._clock is None:
+            return ""
+        return str(v.to_ms(v.timestamp(self._clock(), "clock()")))
+
+    async def _io(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        self._check_open()
+        return await retrying(self._redis.retry, call, what)
+
+    async def _script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        script = self._scripts[name]
+
+        async def call() -> Any:
+            return await script(keys=list(keys), args=list(args))
+
+        return await self._io(name, call)
+
+    async def _check_schema(self) -> None:
+        meta = self.keys.meta
+
+        async def call() -> Any:
+            await self._r.hsetnx(meta, "schema_version", str(SCHEMA_VERSION))
+            return await self._r.hget(meta, "schema_version")
+
+        raw = await self._io("schema check", call)
+        try:
+            version = int(raw)
+        except (TypeError, ValueError):
+            raise CorruptRecordError(meta, f"schema_version is {raw!r}") from None
+        if version > SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"namespace {self.namespace!r} has schema version {version}; this library "
+                f"understands up to {SCHEMA_VERSION}: upgrade ponos-redis"
+            )
+
+    async def server_facts(self) -> ServerFacts:
+        """What the server reports about its persistence and replication."""
+
+        async def config_get(name: str) -> str:
+            try:
+                reply = await self._r.config_get(name)
+            except rexc.ResponseError:
+                return "unknown"
+            values = list(reply.values()) if isinstance(reply, dict) else []
+            return as_text(values[0]) if values else "unknown"
+
+        async def gather() -> ServerFacts:
+            replicas: int | None
+            try:
+                info = await self._r.info("replication")
+                replicas = int(info.get("connected_slaves", 0))
+            except rexc.ResponseError:
+                replicas = None
+            return ServerFacts(
+                appendonly=await config_get("appendonly"),
+                appendfsync=await config_get("appendfsync"),
+                maxmemory_policy=await config_get("maxmemory-policy"),
+                connected_replicas=replicas,
+                min_replicas_to_write=await config_get("min-replicas-to-write"),
+            )
+
+        return await self._io("durability check", gather)
+
+    async def _check_durability(self) -> None:
+        if isinstance(self._client, aioredis_cluster()):
+            return
+        facts = await self.server_facts()
+        problems = assess(self._redis.durability, self._redis.replicas, facts)
+        if not problems:
+            return
+        where = redact(self._redis.url or "the configured Redis")
+        text = f"{where} cannot keep durability {self._redis.durability!r}: " + "; ".join(problems)
+        if self._redis.strict:
+            raise DurabilityError(text)
+        log.warning("%s", text)
+
+
+def aioredis_cluster() -> type:
+    from redis.asyncio.cluster import RedisCluster
+
+    return RedisCluster
+
+
+class RedisAggregatorStore(_RedisStore):
+    """The aggregator store on Redis. See :class:`ponos_redis.AggregatorStore`."""
+
+    def __init__(
+        self,
+        client: RedisClient,
+        config: StorageConfig,
+        settings: StoreSettings | None = None,
+        *,
+        clock: Clock | None = None,
+        owns_client: bool = True,
+    ) -> None:
+        super().__init__(
+            client,
+            config,
+            settings or self._settings_from(config),
+            clock=clock,
+            owns_client=owns_client,
+        )
+
+    # -- chain ---------------------------------------------------------------------
+
+    async def get_last_processed_block(self, chain_id: int) -> int:
+        """The chain's cursor. Raises NotFoundError if it was never set."""
+        chain_id = v.integer(chain_id, "chain_id")
+        key = self.keys.chain(chain_id)
+        raw = await self._io("get_last_processed_block", lambda: self._r.hget(key, "last_block"))
+        if raw is None:
+            raise NotFoundError(f"chain {chain_id} has no processed block yet")
+        try:
+            return int(raw)
+        except ValueError:
+            raise CorruptRecordError(key, f"last_block is {raw!r}") from None
+
+    def _fence(self, fence: int | None) -> str:
+        if fence is None:
+            return ""
+        if isinstance(fence, bool) or not isinstance(fence, int):
+            raise InvalidInputError(f"fence must be an integer, got {type(fence).__name__}")
+        return str(fence)
+
+    async def set_last_processed_block(
+        self, chain_id: int, block_number: int, *, fence: int | None = None
+    ) -> None:
+        """Move the cursor forward (same value: no-op; lower: InvalidTransitionError)."""
+        chain_id = v.integer(chain_id, "chain_id")
+        block_number = v.integer(block_number, "block_number")
+        reply = await self._script(
+            "advance",
+            [self.keys.chain(chain_id), self.keys.events],
+            [self._now(), block_number, self._fence(fence), self._settings.events_maxlen, chain_id],
+        )
+        check(reply, f"chain {chain_id}")
+
+    async def rewind_chain(self, chain_id: int, block_number: int, *, fence: int | None = None) -> None:
+        """Move the cursor back after a reorg and drop block records above it."""
+        chain_id = v.integer(chain_id, "chain_id")
+        block_number = v.integer(block_number, "block_number")
+        reply = await self._script(
+            "rewind",
+            [
+                self.keys.chain(chain_id),
+                self.keys.blocks(chain_id),
+                self.keys.block_index(chain_id),
+                self.keys.events,
+            ],
+            [self._now(), block_number, self._fence(fence), self._settings.events_maxlen, chain_id],
+        )
+        check(reply, f"chain {chain_id} cursor")
+
+    async def save_block(self, record: BlockRecord) -> None:
+        """Save (or replace) a block record; only the last ``block_window`` numbers are kept."""
+        record = v.block(record)
+        reply = await self._script(
+            "save_block",
+            [self.keys.blocks(record.chain_id), self.keys.block_index(record.chain_id)],
+            [record.number, codec.encode_block(record), self._settings.block_window],
+        )
+        check(reply, f"chain {record.chain_id} block {record.number}")
+
+    async def get_block(self, chain_id: int, number: int) -> BlockRecord:
+        chain_id = v.integer(chain_id, "chain_id")
+        number = v.integer(number, "number")
+        key = self.keys.blocks(chain_id)
+        raw = await self._io("get_block", lambda: self._r.hget(key, str(number)))
+        if raw is None:
+            raise NotFoundError(f"chain {chain_id} has no block record {number}")
+        return codec.decode_block(key, chain_id, number, raw)
+
+    async def delete_block(self, chain_id: int, number: int) -> None:
+        chain_id = v.integer(chain_id, "chain_id")
+        number = v.integer(number, "number")
+        reply = await self._script(
+            "delete_block", [self.keys.blocks(chain_id), self.keys.block_index(chain_id)], [number]
+        )
+        check(reply, f"chain {chain_id} block record {number}")
+
+    async def acquire_chain_lease(self, chain_id: int, owner: str, *, ttl_s: float) -> ChainLease | None:
+        """Take the chain's lease; None if another owner holds a live one."""
+        chain_id = v.integer(chain_id, "chain_id")
+        owner = v.ident(owner, "owner")
+        ttl = v.duration(ttl_s, "ttl_s")
+        reply = await self._script(
+            "lease_acquire", [self.keys.chain(chain_id), self.keys.fence], [self._now(), owner, _ms(ttl)]
+        )
+        if as_text(reply[0]) == "HELD":
+            return None
+        token, expires = check(reply, f"chain {chain_id} lease")
+        return ChainLease(
+            chain_id=chain_id, owner=owner, token=int(token), expires_at=v.from_ms(int(expires))
+        )
+
+    def _lease(self, lease: ChainLease) -> ChainLease:
+        if not isinstance(lease, ChainLease):
+            raise InvalidInputError(f"lease must be a ChainLease, got {type(lease).__name__}")
+        v.integer(lease.chain_id, "lease.chain_id")
+        v.integer(lease.token, "lease.token")
+        v.ident(lease.owner, "lease.owner")
+        return lease
+
+    async def renew_chain_lease(self, lease: ChainLease, *, ttl_s: float) -> ChainLease:
+        """Extend a live lease, keeping its token; StaleLeaseError if it expired or was lost."""
+        lease = self._lease(lease)
+        ttl = v.duration(ttl_s, "ttl_s")
+        reply = await self._script(
+            "lease_renew",
+            [self.keys.chain(lease.chain_id)],
+            [self._now(), lease.owner, lease.token, _ms(ttl)],
+        )
+        (expires,) = check(reply, f"chain {lease.chain_id} lease {lease.token}")
+        return msgspec.structs.replace(lease, expires_at=v.from_ms(int(expires)))
+
+    async def release_chain_lease(self, lease: ChainLease) -> None:
+        """Give the lease up. Already gone: no-op; someone else's now: StaleLeaseError."""
+        lease = self._lease(lease)
+        reply = await self._script("lease_release", [self.keys.chain(lease.chain_id)], [lease.token])
+        check(reply, f"chain {lease.chain_id} lease {lease.token}")
+
+    # -- tasks ---------------------------------------------------------------------
+
+    async def _save(self, batch: list[Task]) -> int:
+        if not batch:
+            self._check_open()
+            return 0
+        keys = [self.keys.seq, self.keys.tasks(P), self.keys.events]
+        args: list[Any] = [self._now(), self._settings.events_maxlen, len(codec.TASK_FIELDS)]
+        args.extend(codec.TASK_FIELDS)
+        for task in batch:
+            keys.append(self.keys.task(task.task_id))
+            keys.append(self.keys.avs_pending(task.avs_address))
+            args.extend(codec.encode_task(task))
+        reply = await self._script("save", keys, args)
+        (created,) = check(reply, "save_tasks")
+        return int(created)
+
+    async def save_task(self, task: Task) -> bool:
+        """Save a new pending task; False if the identical task was already there.
+
+        Raises:
+            AlreadyExistsError: a different task has the same id.
+            InvalidInputError: the task is invalid.
+        """
+        return await self._save([v.task(task, self._settings.max_payload_bytes)]) == 1
+
+    async def save_tasks(self, tasks: Iterable[Task]) -> int:
+        """Save many tasks in one round trip, all or nothing; returns how many were created."""
+        return await self._save(v.tasks(tasks, self._settings.max_payload_bytes))
+
+    async def get_task(self, task_id: str) -> TaskRecord:
+        task_id = v.ident(task_id, "task_id")
+        key = self.keys.task(task_id)
+        fields = await self._io("get_task", lambda: self._r.hgetall(key))
+        if not fields:
+            raise NotFoundError(f"task {task_id!r} not found")
+        return codec.decode_task_record(key, fields)
+
+    async def _hgetall_many(self, keys: list[str]) -> list[dict[bytes, bytes]]:
+        async def call() -> list[dict[bytes, bytes]]:
+            pipe = self._r.pipeline(transaction=False)
+            for key in keys:
+                pipe.hgetall(key)
+            return list(await pipe.execute())
+
+        return await self._io("read records", call) if keys else []
+
+    async def list_pending_tasks(
+        self, avs_address: str | None = None, *, limit: int | None = None
+    ) -> list[Task]:
+        """Pending tasks, oldest first, optionally of one AVS and at most ``limit``.
+
+        Two round trips whatever the count: the index, then every hash at once.
+        """
+        index = self.keys.tasks(P) if avs_address is None else self.keys.avs_pending(v.address(avs_address))
+        n = None if limit is None else v.limit(limit)
+        if n == 0:
+            self._check_open()
+            return []
+        stop = -1 if n is None else n - 1
+        ids = await self._io("list_pending_tasks", lambda: self._r.zrange(index, 0, stop))
+        keys = [self.keys.task(as_text(i)) for i in ids]
+        result: list[Task] = []
+        for key, fields in zip(keys, await self._hgetall_many(keys), strict=True):
+            if fields and fields.get(b"status") == b"pending":
+                result.append(codec.decode_task(key, fields))
+        return result
+
+    async def count_tasks(self) -> dict[TaskStatus, int]:
+        async def call() -> list[int]:
+            pipe = self._r.pipeline(transaction=False)
+            for status in TaskStatus:
+                pipe.zcard(self.keys.tasks(status))
+            return list(await pipe.execute())
+
+        counts = await self._io("count_tasks", call)
+        return {status: int(n) for status, n in zip(TaskStatus, counts, strict=True)}
+
+    def _all_status_keys(self) -> list[str]:
+        return [self.keys.tasks(s) for s in (P, R, C, F)]
+
+    async def update_task_status(self, task_id: str, status: TaskStatus) -> None:
+        """The operator's override; see the transition table."""
+        task_id = v.ident(task_id, "task_id")
+        target = v.task_status(status)
+        reply = await self._script(
+            "override",
+            [self.keys.task(task_id), *self._all_status_keys(), self.keys.fence, self.keys.events],
+            [
+                self._now(),
+                target.value,
+                _ms(self._settings.default_lease_s),
+                self._settings.events_maxlen,
+                task_id,
+                OVERRIDE_EVENT[target],
+                self.keys.prefix,
+            ],
+        )
+        check(reply, f"task {task_id!r} ({target.value} requested)")
+
+    async def delete_task(self, task_id: str) -> None:
+        task_id = v.ident(task_id, "task_id")
+        reply = await self._script(
+            "delete",
+            [self.keys.task(task_id), *self._all_status_keys(), self.keys.events],
+            [self._now(), self._settings.events_maxlen, task_id, self.keys.prefix],
+        )
+        check(reply, f"task {task_id!r}")
+
+    async def claim_tasks(self, owner: str, *, limit: int, lease_s: float) -> list[ClaimedTask]:
+        """Claim up to ``limit`` pending tasks, oldest first, in one round trip.
+
+        A task whose deadline has passed is failed ("deadline exceeded") instead.
+        """
+        owner = v.ident(owner, "owner")
+        n = v.limit(limit)
+        lease = v.duration(lease_s, "lease_s")
+        if n == 0:
+            self._check_open()
+            return []
+        reply = await self._script(
+            "claim",
+            [self.keys.tasks(P), self.keys.tasks(R), self.keys.tasks(F), self.keys.fence, self.keys.events],
+            [
+                self._now(),
+                owner,
+                n,
+                _ms(lease),
+                self._settings.events_maxlen,
+                self.keys.prefix,
+                DEADLINE_EXCEEDED,
+            ],
+        )
+        lease_until_raw, *claimed = check(reply, "claim_tasks")
+        lease_until = v.from_ms(int(lease_until_raw))
+        result = []
+        for token, attempt, flat in claimed:
+            fields = dict(zip(flat[::2], flat[1::2], strict=True))
+            task = codec.decode_task(self.keys.task(as_text(fields.get(b"task_id", b"?"))), fields)
+            result.append(
+                ClaimedTask(task=task, token=int(token), lease_until=lease_until, attempt=int(attempt))
+            )
+        return result
+
+    def _token(self, token: int) -> str:
+        if isinstance(token, bool) or not isinstance(token, int):
+            raise InvalidInputError(f"token must be an integer, got {type(token).__name__}")
+        return str(token)
+
+    async def renew_task_lease(self, task_id: str, token: int, *, lease_s: float) -> None:
+        """Extend the lease of a task you hold (even if it expired but was not reaped)."""
+        task_id = v.ident(task_id, "task_id")
+        lease = v.duration(lease_s, "lease_s")
+        reply = await self._script(
+            "renew",
+            [self.keys.task(task_id), self.keys.tasks(R)],
+            [self._now(), self._token(token), _ms(lease), task_id],
+        )
+        check(reply, f"task {task_id!r}")
+
+    async def complete_task(self, task_id: str, token: int) -> None:
+        """Complete a task you hold; repeating it with the same token is a no-op."""
+        task_id = v.ident(task_id, "task_id")
+        reply = await self._script(
+            "complete",
+            [self.keys.task(task_id), self.keys.tasks(R), self.keys.tasks(C), self.keys.events],
+            [self._now(), self._token(token), self._settings.events_maxlen, task_id],
+        )
+        check(reply, f"task {task_id!r}")
+
+    async def fail_task(self, task_id: str, token: int, reason: str, *, retry: bool = False) -> None:
+        """Fail a task you hold; with ``retry`` it goes back to pending while attempts remain."""
+        task_id = v.ident(task_id, "task_id")
+        reason = v.string(reason, "reason")
+        retry = v.boolean(retry, "retry")
+        reply = await self._script(
+            "fail",
+            [
+                self.keys.task(task_id),
+                self.keys.tasks(R),
+                self.keys.tasks(F),
+                self.keys.tasks(P),
+                self.keys.fence,
+                self.keys.events,
+            ],
+            [
+                self._now(),
+                self._token(token),
+                reason,
+                "1" if retry else "0",
+                self._settings.max_attempts,
+                self._settings.events_maxlen,
+                task_id,
+                self.keys.prefix,
+            ],
+        )
+        check(reply, f"task {task_id!r}")
+
+    async def release_task(self, task_id: str, token: int) -> None:
+        """Give a task you hold back to pending (it gets a new token)."""
+        task_id = v.ident(task_id, "task_id")
+        reply = await self._script(
+            "release",
+            [
+                self.keys.task(task_id),
+                self.keys.tasks(R),
+                self.keys.tasks(P),
+                self.keys.fence,
+                self.keys.events,
+            ],
+            [self._now(), self._token(token), self._settings.events_maxlen, task_id, self.keys.prefix],
+        )
+        check(reply, f"task {task_id!r}")
+
+    async def reap_expired_leases(self) -> int:
+        """Expired leases go back to pending, or to failed after max_attempts.
+
+        Works in bounded batches; also trims a bounded batch of finished tasks
+        past their retention.
+
+        Returns:
+            how many leases were reaped.
+        """
+        total = 0
+        for _ in range(1000):
+            reply = await self._script(
+                "reap",
+                [
+                    self.keys.tasks(R),
+                    self.keys.tasks(P),
+                    self.keys.tasks(F),
+                    self.keys.fence,
+                    self.keys.events,
+                ],
+                [
+                    self._now(),
+                    self._settings.max_attempts,
+                    _REAP_BATCH,
+                    self._settings.events_maxlen,
+                    self.keys.prefix,
+                ],
+            )
+            reaped, more = check(reply, "reap_expired_leases")
+            total += int(reaped)
+            if not int(more):
+                break
+        await self.trim_finished_tasks(limit=1000)
+        return total
+
+    async def trim_finished_tasks(self, *, limit: int = 1000) -> int:
+        """Delete up to ``limit`` completed/failed tasks older than ``retention_s``."""
+        n = v.limit(limit)
+        reply = await self._script(
+            "trim",
+            [self.keys.tasks(C), self.keys.tasks(F)],
+            [self._now(), _ms(self._settings.retention_s), n, self.keys.prefix],
+        )
+        (deleted,) = check(reply, "trim_finished_tasks")
+        return int(deleted)
+
+    # -- config cache --------------------------------------------------------------
+
+    async def _put_hash(self, key: str, fields: dict[str, bytes | str]) -> None:
+        async def call() -> Any:
+            pipe = self._r.pipeline(transaction=True)
+            pipe.delete(key)
+            pipe.hset(key, mapping=fields)
+            return await pipe.execute()
+
+        await self._io("save config", call)
+
+    async def _get_hash(self, key: str) -> dict[bytes, bytes]:
+        return await self._io("read config", lambda: self._r.hgetall(key))
+
+    async def save_operator_set_config(
+        self, avs_address: str, operator_set_id: int, config: OperatorSetTaskConfig
+    ) -> None:
+        key = self.keys.operator_set_config(
+            v.address(avs_address, "avs_address"), v.integer(operator_set_id, "operator_set_id")
+        )
+        config = v.operator_set_config(config, self._settings.max_payload_bytes)
+        fields = codec.encode_record(config, exclude=frozenset({"consensus"}))
+        fields["consensus_type"] = str(config.consensus.type.value)
+        fields["consensus_threshold"] = str(config.consensus.threshold)
+        await self._put_hash(key, fields)
+
+    async def get_operator_set_config(self, avs_address: str, operator_set_id: int) -> OperatorSetTaskConfig:
+        avs = v.address(avs_address, "avs_address")
+        set_id = v.integer(operator_set_id, "operator_set_id")
+        key = self.keys.operator_set_config(avs, set_id)
+        fields = await self._get_hash(key)
+        if not fields:
+            raise NotFoundError(f"no task config for operator set {set_id} of {avs}")
+        consensus = codec.decode_record(
+            Consensus,
+            key,
+            {b"type": fields.get(b"consensus_type"), b"threshold": fields.get(b"consensus_threshold")},
+        )
+        body = codec.decode_record(_OpsetBody, key, fields)
+        return OperatorSetTaskConfig(
+            task_sla_s=body.task_sla_s,
+            curve_type=body.curve_type,
+            task_metadata=body.task_metadata,
+            consensus=consensus,
+        )
+
+    async def save_avs_config(self, avs_address: str, config: AvsConfig) -> None:
+        key = self.keys.avs_config(v.address(avs_address, "avs_address"))
+        await self._put_hash(key, codec.encode_record(v.avs_config(config)))
+
+    async def get_avs_config(self, avs_address: str) -> AvsConfig:
+        avs = v.address(avs_address, "avs_address")
+        key = self.keys.avs_config(avs)
+        fields = await self._get_hash(key)
+        if not fields:
+            raise NotFoundError(f"no AVS config for {avs}")
+        return codec.decode_record(AvsConfig, key, fields)
+
+    # -- events --------------------------------------------------------------------
+
+    async def events(
+        self, *, after: str | None = None, block_s: float | None = None
+    ) -> AsyncIterator[StoreEvent]:
+        """Events in delivery order, after ``after`` (an event id) or from the oldest kept.
+
+        With ``block_s=None`` it ends once everything present was delivered; with
+        ``block_s=x`` it waits up to x seconds for each next event.
+        """
+        if after is not None:
+            parse_event_id(after)
+        wait = None if block_s is None else v.duration(block_s, "block_s", allow_zero=True)
+        key = self.keys.events
+        last = after
+        while True:
+            start = "-" if last is None else f"({last}"
+            batch = await self._io(
+                "events",
+                functools.partial(self._r.xrange, key, min=start, max="+", count=_EVENT_BATCH),
+            )
+            if not batch and wait:
+                batch = await self._wait_for_events(key, last or "0-0", wait)
+            if not batch:
+                return
+            for event_id, fields in batch:
+                event = codec.decode_event(key, event_id, fields)
+                last = event.id
+                yield event
+
+    async def _wait_for_events(self, key: str, last: str, wait: float) -> list[Any]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        # Block in slices shorter than the socket timeout, so a long wait never
+        # looks like a dead connection.
+        while (left := deadline - loop.time()) > 0:
+            block_ms = max(1, int(min(left, 1.0) * 1000))
+            reply = await self._io(
+                "events",
+                functools.partial(self._r.xread, {key: last}, count=_EVENT_BATCH, block=block_ms),
+            )
+            if reply:
+                entries: list[Any] = reply[0][1] if isinstance(reply, list) else next(iter(reply.values()))[0]
+                return entries
+        return []
+
+
+class _OpsetBody(msgspec.Struct, frozen=True, kw_only=True):
+    task_sla_s: float
+    curve_type: CurveType
+    task_metadata: bytes
+
+
+class RedisExecutorStore(_RedisStore):
+    """The executor store on Redis. See :class:`ponos_redis.ExecutorStore`."""
+
+    def __init__(
+        self,
+        client: RedisClient,
+        config: StorageConfig,
+        settings: StoreSettings | None = None,
+        *,
+        clock: Clock | None = None,
+        owns_client: bool = True,
+    ) -> None:
+        super().__init__(
+            client,
+            config,
+            settings or self._settings_from(config),
+            clock=clock,
+            owns_client=owns_client,
+        )
+
+    async def _put(self, key: str, index: str, record_id: str, fields: dict[str, bytes | str]) -> None:
+        flat: list[Any] = [record_id]
+        for name, value in fields.items():
+            flat.extend((name, value))
+        check(await self._script("put_record", [key, index], flat), f"record {record_id!r}")
+
+    async def _delete(self, key: str, index: str, record_id: str, what: str) -> None:
+        check(await self._script("delete_record", [key, index], [record_id]), what)
+
+    async def _list(self, index: str, key_of: Callable[[str], str], cls: type[RecordT]) -> list[RecordT]:
+        ids = await self._io("list", lambda: self._r.zrange(index, 0, -1))
+        keys = [key_of(as_text(i)) for i in ids]
+        result: list[RecordT] = []
+        for start in range(0, len(keys), _LIST_BATCH):
+            chunk = keys[start : start + _LIST_BATCH]
+            for key, fields in zip(chunk, await self._hgetall_many(chunk), strict=True):
+                if fields:
+                    result.append(codec.decode_record(cls, key, fields))
+        return result
+
+    async def _hgetall_many(self, keys: list[str]) -> list[dict[bytes, bytes]]:
+        async def call() -> list[dict[bytes, bytes]]:
+            pipe = self._r.pipeline(transaction=False)
+            for key in keys:
+                pipe.hgetall(key)
+            return list(await pipe.execute())
+
+        return await self._io("read records", call) if keys else []
+
+    async def _get(self, key: str, cls: type[RecordT], what: str) -> RecordT:
+        fields = await self._io("get", lambda: self._r.hgetall(key))
+        if not fields:
+            raise NotFoundError(f"{what} not found")
+        return codec.decode_record(cls, key, fields)
+
+    async def save_performer_state(self, state: PerformerState) -> None:
+        state = v.performer(state)
+        await self._put(
+            self.keys.performer(state.performer_id),
+            self.keys.performers,
+            state.performer_id,
+            codec.encode_record(state),
+        )
+
+    async def get_performer_state(self, performer_id: str) -> PerformerState:
+        performer_id = v.ident(performer_id, "performer_id")
+        return await self._get(
+            self.keys.performer(performer_id), PerformerState, f"performer {performer_id!r}"
+        )
+
+    async def list_performer_states(self) -> list[PerformerState]:
+        return await self._list(self.keys.performers, self.keys.performer, PerformerState)
+
+    async def delete_performer_state(self, performer_id: str) -> None:
+        performer_id = v.ident(performer_id, "performer_id")
+        await self._delete(
+            self.keys.performer(performer_id),
+            self.keys.performers,
+            performer_id,
+            f"performer {performer_id!r}",
+        )
+
+    async def save_inflight_task(self, task: InflightTask) -> None:
+        task = v.inflight(task)
+        await self._put(
+            self.keys.inflight(task.task_id),
+            self.keys.inflight_index,
+            task.task_id,
+            codec.encode_record(task),
+        )
+
+    async def get_inflight_task(self, task_id: str) -> InflightTask:
+        task_id = v.ident(task_id, "task_id")
+        return await self._get(self.keys.inflight(task_id), InflightTask, f"inflight task {task_id!r}")
+
+    async def list_inflight_tasks(self) -> list[InflightTask]:
+        return await self._list(self.keys.inflight_index, self.keys.inflight, InflightTask)
+
+    async def delete_inflight_task(self, task_id: str) -> None:
+        task_id = v.ident(task_id, "task_id")
+        await self._delete(
+            self.keys.inflight(task_id), self.keys.inflight_index, task_id, f"inflight task {task_id!r}"
+        )
+
+    async def save_deployment(self, deployment: Deployment) -> None:
+        """Save (or replace) a deployment; its history gets an event with the saved status."""
+        deployment = v.deployment(deployment)
+        flat: list[Any] = [self._now(), self._settings.history_maxlen, deployment.deployment_id]
+        for name, value in codec.encode_record(deployment).items():
+            flat.extend((name, value))
+        reply = await self._script(
+            "deployment_save",
+            [
+                self.keys.deployment(deployment.deployment_id),
+                self.keys.deployment_history(deployment.deployment_id),
+                self.keys.deployments,
+            ],
+            flat,
+        )
+        check(reply, f"deployment {deployment.deployment_id!r}")
+
+    async def get_deployment(self, deployment_id: str) -> Deployment:
+        deployment_id = v.ident(deployment_id, "deployment_id")
+        return await self._get(
+            self.keys.deployment(deployment_id), Deployment, f"deployment {deployment_id!r}"
+        )
+
+    async def update_deployment_status(
+        self, deployment_id: str, status: DeploymentStatus, *, error: str = ""
+    ) -> None:
+        """Move a deployment along pending -> deploying -> running | failed."""
+        deployment_id = v.ident(deployment_id, "deployment_id")
+        target = v.deployment_status(status)
+        error = v.string(error, "error")
+        reply = await self._script(
+            "deployment_update",
+            [self.keys.deployment(deployment_id), self.keys.deployment_history(deployment_id)],
+            [self._now(), target.value, error, self._settings.history_maxlen],
+        )
+        check(reply, f"deployment {deployment_id!r} ({target.value} requested)")
+
+    async def list_deployment_history(self, deployment_id: str) -> list[DeploymentEvent]:
+        deployment_id = v.ident(deployment_id, "deployment_id")
+        key = self.keys.deployment_history(deployment_id)
+        entries = await self._io("list_deployment_history", lambda: self._r.xrange(key))
+        if not entries:
+            raise NotFoundError(f"deployment {deployment_id!r} not found")
+        history = []
+        for _, fields in entries:
+            body = codec.decode_record(_HistoryBody, key, fields)
+            history.append(
+                DeploymentEvent(deployment_id=deployment_id, status=body.status, at=body.at, error=body.error)
+            )
+        return history
+
+    async def mark_task_processed(self, task_id: str) -> bool:
+        """Atomically mark a task processed: True the first time, False afterwards."""
+        task_id = v.ident(task_id, "task_id")
+        reply = await self._script(
+            "mark_processed",
+            [self.keys.processed(task_id)],
+            [self._now(), _ms(self._settings.processed_ttl_s)],
+        )
+        return int(reply) == 1
+
+    async def is_task_processed(self, task_id: str) -> bool:
+        task_id = v.ident(task_id, "task_id")
+        reply = await self._script("is_processed", [self.keys.processed(task_id)], [self._now()])
+        return int(reply) == 1
+
+
+class _HistoryBody(msgspec.Struct, frozen=True, kw_only=True):
+    status: DeploymentStatus
+    at: datetime
+    error: str = ""

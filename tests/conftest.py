@@ -1,0 +1,132 @@
+"""Fixtures shared by every test folder.
+
+The contract suite runs every test once per backend. A test asks for
+``make_aggregator`` / ``make_executor`` (factories taking the store's tuning
+keywords) or for the ready-made ``aggregator`` / ``executor``; all stores of
+one test share one fresh namespace and one ``ManualClock``, like replicas
+sharing one Redis.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from ponos_redis import AggregatorStore, ExecutorStore, ManualClock
+from ponos_redis import StorageConfig
+from ponos_redis.backends.memory import MemoryAggregatorStore, MemoryExecutorStore
+from ponos_redis.backends.redis import RedisAggregatorStore, RedisExecutorStore
+
+BACKENDS = ["memory", "redis"]
+
+AggregatorFactory = Callable[..., Awaitable[AggregatorStore]]
+ExecutorFactory = Callable[..., Awaitable[ExecutorStore]]
+
+_counter = itertools.count()
+
+
+@pytest.fixture
+def namespace() -> str:
+    return f"t{os.getpid()}-{next(_counter)}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+_TASK_TUNING = {"default_lease_s", "max_attempts", "retention_s", "max_payload_bytes"}
+
+
+class RedisStoreFactory:
+    """Builds Redis stores on the session's server with the fake's tuning keywords."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def config(self, namespace: str, **tuning: Any) -> StorageConfig:
+        tasks = {k: tuning.pop(k) for k in list(tuning) if k in _TASK_TUNING}
+        return StorageConfig.from_dict(
+            {
+                "type": "redis",
+                "namespace": namespace,
+                "redis": {"url": self.url, "durability": "none"},
+                "tasks": tasks,
+                **tuning,
+            }
+        )
+
+    async def aggregator(self, namespace: str, *, clock: Any = None, **tuning: Any) -> AggregatorStore:
+        return await RedisAggregatorStore.open(self.config(namespace, **tuning), clock=clock)
+
+    async def executor(self, namespace: str, *, clock: Any = None, **tuning: Any) -> ExecutorStore:
+        return await RedisExecutorStore.open(self.config(namespace, **tuning), clock=clock)
+
+
+@pytest.fixture(scope="session")
+def redis_store_factory(redis_url: str) -> RedisStoreFactory:
+    return RedisStoreFactory(redis_url)
+
+
+@pytest.fixture
+async def make_aggregator(
+    backend: str, namespace: str, clock: ManualClock, request: pytest.FixtureRequest
+) -> AsyncIterator[AggregatorFactory]:
+    opened: list[AggregatorStore] = []
+
+    async def factory(**tuning: Any) -> AggregatorStore:
+        ns = tuning.pop("namespace", namespace)
+        store: AggregatorStore
+        if backend == "memory":
+            store = MemoryAggregatorStore(ns, clock=clock, **tuning)
+        else:
+            redis_store = request.getfixturevalue("redis_store_factory")
+            store = await redis_store.aggregator(ns, clock=clock, **tuning)
+        opened.append(store)
+        return store
+
+    yield factory
+    for store in opened:
+        await store.close()
+
+
+@pytest.fixture
+async def make_executor(
+    backend: str, namespace: str, clock: ManualClock, request: pytest.FixtureRequest
+) -> AsyncIterator[ExecutorFactory]:
+    opened: list[ExecutorStore] = []
+
+    async def factory(**tuning: Any) -> ExecutorStore:
+        ns = tuning.pop("namespace", namespace)
+        store: ExecutorStore
+        if backend == "memory":
+            store = MemoryExecutorStore(ns, clock=clock, **tuning)
+        else:
+            redis_store = request.getfixturevalue("redis_store_factory")
+            store = await redis_store.executor(ns, clock=clock, **tuning)
+        opened.append(store)
+        return store
+
+    yield factory
+    for store in opened:
+        await store.close()
+
+
+@pytest.fixture
+async def aggregator(make_aggregator: AggregatorFactory) -> AggregatorStore:
+    return await make_aggregator()
+
+
+@pytest.fixture
+async def executor(make_executor: ExecutorFactory) -> ExecutorStore:
+    return await make_executor()
