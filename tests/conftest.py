@@ -17,8 +17,7 @@ from typing import Any
 
 import pytest
 
-from ponos_redis import AggregatorStore, ExecutorStore, ManualClock
-from ponos_redis import StorageConfig
+from ponos_redis import AggregatorStore, ExecutorStore, ManualClock, StorageConfig
 from ponos_redis.backends.memory import MemoryAggregatorStore, MemoryExecutorStore
 from ponos_redis.backends.redis import RedisAggregatorStore, RedisExecutorStore
 

@@ -67,6 +67,7 @@ T = TypeVar("T")
 RecordT = TypeVar("RecordT", bound=msgspec.Struct)
 P, R, C, F = TaskStatus.PENDING, TaskStatus.PROCESSING, TaskStatus.COMPLETED, TaskStatus.FAILED
 
+_READ_ONLY_SCRIPTS = frozenset({"is_processed"})
 _REAP_BATCH = 500
 _EVENT_BATCH = 500
 _LIST_BATCH = 1000
@@ -200,12 +201,46 @@ class _RedisStore:
         return await retrying(self._redis.retry, call, what)
 
     async def _script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """Run a script (EVALSHA, loading it again after NOSCRIPT).
+
+        With ``durability: replicated`` a writing script is followed, in the
+        same round trip, by ``WAIT replicas timeout``.
+        """
         script = self._scripts[name]
+        if not self._wait_for_replicas or name in _READ_ONLY_SCRIPTS:
 
-        async def call() -> Any:
-            return await script(keys=list(keys), args=list(args))
+            async def call() -> Any:
+                return await script(keys=list(keys), args=list(args))
 
-        return await self._io(name, call)
+            return await self._io(name, call)
+
+        async def call_and_wait() -> Any:
+            for _ in range(2):
+                pipe = self._r.pipeline(transaction=False)
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+                pipe.wait(self._redis.replicas, self._redis.wait_timeout_ms)
+                try:
+                    reply, acked = await pipe.execute()
+                except rexc.NoScriptError:
+                    await self._r.script_load(script.script)
+                    continue
+                if not (isinstance(reply, list) and reply and reply[0] != b"OK"):
+                    self._confirm(name, int(acked))
+                return reply
+            raise rexc.NoScriptError(f"script {name} could not be loaded")
+
+        return await self._io(name, call_and_wait)
+
+    @property
+    def _wait_for_replicas(self) -> bool:
+        return self._redis.durability == "replicated"
+
+    def _confirm(self, what: str, acked: int) -> None:
+        if acked < self._redis.replicas:
+            raise DurabilityError(
+                f"{what}: applied on the master, but only {acked} of {self._redis.replicas} replica(s) "
+                f"acknowledged it within {self._redis.wait_timeout_ms} ms; it may not survive a failover"
+            )
 
     async def _check_schema(self) -> None:
         meta = self.keys.meta
@@ -678,7 +713,12 @@ class RedisAggregatorStore(_RedisStore):
             pipe = self._r.pipeline(transaction=True)
             pipe.delete(key)
             pipe.hset(key, mapping=fields)
-            return await pipe.execute()
+            replies = await pipe.execute()
+            if self._wait_for_replicas:
+                self._confirm(
+                    "save config", await self._r.wait(self._redis.replicas, self._redis.wait_timeout_ms)
+                )
+            return replies
 
         await self._io("save config", call)
 

@@ -80,10 +80,10 @@ async def test_after_resumes_after_that_event(aggregator: AggregatorStore) -> No
     assert [(e.kind, e.subject) for e in newer] == [("task.saved", "new")]
 
 
-async def test_events_are_seen_by_replicas_not_other_namespaces(make_aggregator) -> None:
+async def test_events_are_seen_by_replicas_not_other_namespaces(make_aggregator, namespace: str) -> None:
     a = await make_aggregator()
     b = await make_aggregator()
-    other = await make_aggregator(namespace="other-ns-events")
+    other = await make_aggregator(namespace=f"{namespace}-other")
     await a.save_task(make_task("t1"))
     assert [e.subject for e in await collect_events(b)] == ["t1"]
     assert await collect_events(other) == []

@@ -395,10 +395,10 @@ async def test_processed_marker_expires(make_executor, clock: ManualClock) -> No
     assert await store.is_task_processed("t1") is True
 
 
-async def test_processed_markers_shared_by_replicas(make_executor) -> None:
+async def test_processed_markers_shared_by_replicas(make_executor, namespace: str) -> None:
     a = await make_executor()
     b = await make_executor()
-    other = await make_executor(namespace="other-exec-ns")
+    other = await make_executor(namespace=f"{namespace}-other")
     assert await a.mark_task_processed("t1") is True
     assert await b.mark_task_processed("t1") is False
     assert await b.is_task_processed("t1") is True

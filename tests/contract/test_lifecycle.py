@@ -198,9 +198,9 @@ async def test_replicas_share_state(make_aggregator) -> None:
     assert (await b.get_task("t1")).status == TaskStatus.COMPLETED
 
 
-async def test_namespaces_are_isolated(make_aggregator, make_executor) -> None:
+async def test_namespaces_are_isolated(make_aggregator, make_executor, namespace: str) -> None:
     a = await make_aggregator()
-    other = await make_aggregator(namespace="isolated-other")
+    other = await make_aggregator(namespace=f"{namespace}-other")
     await a.save_task(make_task("t1"))
     await a.set_last_processed_block(1, 10)
     assert await other.list_pending_tasks() == []
@@ -215,7 +215,7 @@ async def test_namespaces_are_isolated(make_aggregator, make_executor) -> None:
     assert "chain.advanced" in [e.kind for e in await collect_events(a)]
 
     e = await make_executor()
-    e_other = await make_executor(namespace="isolated-other")
+    e_other = await make_executor(namespace=f"{namespace}-other")
     await e.save_performer_state(make_performer("p1"))
     assert await e_other.list_performer_states() == []
     assert await e.mark_task_processed("t1") is True

@@ -1,0 +1,249 @@
+"""The ``ponos-redis`` command: demo, status, inspection and operations.
+
+Every command takes ``--store`` (``memory``, a Redis URL, or a YAML file with
+a ``storage:`` block; default ``$PONOS_STORE``) and ``--namespace``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import AsyncIterator, Awaitable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from ._open import open_aggregator_store
+from .config import StorageConfig
+from .errors import PonosStorageError
+from .interfaces import AggregatorStore
+
+__all__ = ["main"]
+
+T = TypeVar("T")
+console = Console(soft_wrap=True)
+
+
+def _config(store: str | None) -> StorageConfig:
+    value = store or os.environ.get("PONOS_STORE")
+    if not value:
+        raise click.UsageError("give --store (memory, a Redis URL or a YAML file) or set PONOS_STORE")
+    if value != "memory" and "://" not in value and Path(value).is_file():
+        return StorageConfig.from_yaml(value)
+    return StorageConfig.from_string(value)
+
+
+def _run(coro: Awaitable[T]) -> T:
+    async def runner() -> T:
+        return await coro
+
+    try:
+        return asyncio.run(runner())
+    except PonosStorageError as exc:
+        console.print(f"[red]error:[/red] {type(exc).__name__}: {exc}")
+        sys.exit(1)
+
+
+@contextlib.asynccontextmanager
+async def _aggregator(store: str | None, namespace: str | None) -> AsyncIterator[AggregatorStore]:
+    async with open_aggregator_store(_config(store), namespace=namespace) as opened:
+        yield opened
+
+
+store_option = click.option(
+    "--store", "-s", help="memory, a Redis URL or a YAML file (default: $PONOS_STORE)"
+)
+namespace_option = click.option("--namespace", "-n", default=None, help="namespace (default: the config's)")
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="log warnings and retries")
+def main(verbose: bool) -> None:
+    """Durable, shared state for Ponos aggregators and executors, on Redis."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s"
+    )
+
+
+@contextlib.contextmanager
+def _embedded_redis() -> Iterator[str | None]:
+    """A private redis-server with AOF on, when one is on PATH; else None."""
+    from ._redis_server import RedisServer, redis_server_available
+
+    if not redis_server_available():
+        yield None
+        return
+    server = RedisServer(
+        extra={"appendonly": "yes", "appendfsync": "always", "maxmemory-policy": "noeviction"}
+    )
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@main.command()
+@click.option("--redis-url", default=None, help="run against this Redis instead of an embedded one")
+@click.option("--memory", "use_memory", is_flag=True, help="run against the in-process fake")
+def demo(redis_url: str | None, use_memory: bool) -> None:
+    """Show every promise of the stores end to end.
+
+    Without --redis-url it starts a private redis-server (AOF on) when one is
+    on PATH, else it uses the in-process fake.
+    """
+    from .demo import run_demo
+
+    def say(line: str) -> None:
+        console.print(f"  {line}", highlight=False)
+
+    with contextlib.ExitStack() as stack:
+        target: str
+        if use_memory:
+            target = "memory"
+        elif redis_url:
+            target = redis_url
+        else:
+            embedded = stack.enter_context(_embedded_redis())
+            target = embedded or "memory"
+            if embedded:
+                say(f"started a private redis-server at {embedded} (appendonly yes, appendfsync always)")
+            else:
+                say("redis-server is not on PATH: using the in-process fake")
+        report = _run(run_demo(target, say))
+    sys.exit(0 if report.ok else 1)
+
+
+@main.command()
+@store_option
+@namespace_option
+def status(store: str | None, namespace: str | None) -> None:
+    """Task counts of a namespace."""
+
+    async def go() -> dict[str, int]:
+        async with _aggregator(store, namespace) as agg:
+            return {s.value: n for s, n in (await agg.count_tasks()).items()}
+
+    counts = _run(go())
+    table = Table("status", "tasks")
+    for name, n in counts.items():
+        table.add_row(name, str(n))
+    console.print(table)
+
+
+@main.command()
+@store_option
+@namespace_option
+@click.argument("task_id")
+def show(store: str | None, namespace: str | None, task_id: str) -> None:
+    """One task with its state."""
+
+    async def go() -> Any:
+        async with _aggregator(store, namespace) as agg:
+            return await agg.get_task(task_id)
+
+    record = _run(go())
+    table = Table("field", "value")
+    for name in (
+        "status",
+        "attempts",
+        "owner",
+        "token",
+        "lease_until",
+        "created_at",
+        "updated_at",
+        "last_error",
+    ):
+        table.add_row(name, str(getattr(record, name)))
+    for name in record.task.__struct_fields__:
+        value = getattr(record.task, name)
+        table.add_row(f"task.{name}", repr(value) if isinstance(value, bytes) else str(value))
+    console.print(table)
+
+
+@main.command()
+@store_option
+@namespace_option
+@click.option("--avs", default=None, help="only this AVS")
+@click.option("--limit", default=50, show_default=True)
+def pending(store: str | None, namespace: str | None, avs: str | None, limit: int) -> None:
+    """Pending tasks, oldest first."""
+
+    async def go() -> Any:
+        async with _aggregator(store, namespace) as agg:
+            return await agg.list_pending_tasks(avs, limit=limit)
+
+    table = Table("task_id", "avs", "chain", "block", "deadline")
+    for task in _run(go()):
+        table.add_row(
+            task.task_id, task.avs_address, str(task.chain_id), str(task.block_number), str(task.deadline)
+        )
+    console.print(table)
+
+
+@main.command()
+@store_option
+@namespace_option
+def reap(store: str | None, namespace: str | None) -> None:
+    """Return expired leases to pending (or failed) and trim old finished tasks."""
+
+    async def go() -> int:
+        async with _aggregator(store, namespace) as agg:
+            return await agg.reap_expired_leases()
+
+    console.print(f"reaped {_run(go())} expired lease(s)")
+
+
+@main.command()
+@store_option
+@namespace_option
+@click.option("--after", default=None, help="resume after this event id")
+@click.option("--follow", "-f", is_flag=True, help="wait for new events (stops after 60 s of silence)")
+def events(store: str | None, namespace: str | None, after: str | None, follow: bool) -> None:
+    """Print the event stream."""
+
+    async def go() -> None:
+        async with _aggregator(store, namespace) as agg:
+            async for ev in agg.events(after=after, block_s=60.0 if follow else None):
+                owner = f" owner={ev.owner}" if ev.owner else ""
+                token = f" token={ev.token}" if ev.token is not None else ""
+                console.print(
+                    f"{ev.id} {ev.at.isoformat()} {ev.kind} {ev.subject} {ev.status or ''}{owner}{token}",
+                    highlight=False,
+                )
+
+    _run(go())
+
+
+@main.command()
+@store_option
+@namespace_option
+def doctor(store: str | None, namespace: str | None) -> None:
+    """Check the server against the configured durability policy."""
+    from ._durability import assess
+    from .backends.redis import RedisAggregatorStore
+
+    cfg = _config(store)
+    if cfg.redis is None:
+        console.print("the in-process fake keeps nothing across restarts: nothing to check")
+        return
+
+    async def go() -> list[str]:
+        async with await RedisAggregatorStore.open(cfg, namespace=namespace) as agg:
+            facts = await agg.server_facts()
+            console.print(facts)
+            assert cfg.redis is not None
+            return assess(cfg.redis.durability, cfg.redis.replicas, facts)
+
+    problems = _run(go())
+    for problem in problems:
+        console.print(f"[yellow]problem:[/yellow] {problem}")
+    if not problems:
+        console.print(f"[green]ok:[/green] the server can keep durability {cfg.redis.durability!r}")
+    sys.exit(1 if problems else 0)
