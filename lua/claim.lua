@@ -7,6 +7,7 @@
   KEYS[3] failed zset        ponos:{ns}:tasks:failed
   KEYS[4] fence counter      ponos:{ns}:fence
   KEYS[5] event stream       ponos:{ns}:events
+  KEYS[6] claim record       ponos:{ns}:claim:<claim id>
   Derived keys (the tasks are only known once read from KEYS[1]; all share the
   namespace's hash tag, so they are in the same slot):
           ARGV[6]..'task:'..<id>, ARGV[6]..'avs:'..<avs>..':pending'
@@ -17,11 +18,30 @@
   ARGV[5] events maxlen
   ARGV[6] key prefix         ponos:{ns}:
   ARGV[7] the text of a deadline failure
+  Replay-safe: the claim record (kept for the lease's length) remembers what a
+  claim id got; a retried call with the same id gets the same tasks back (those
+  it still holds) instead of claiming more.
   Returns {'OK', lease_until, {token, attempt, {task hash fields and values}}, ...} ]]
-local pending_key, processing_key, failed_key, fence_key, events_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local pending_key, processing_key, failed_key, fence_key, events_key, claim_key =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local now = now_ms(ARGV[1])
 local owner, limit, lease_ms, maxlen, prefix = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5], ARGV[6]
 local deadline_text = ARGV[7]
+
+local prior = redis.call('GET', claim_key)
+if prior then
+  local saved = cjson.decode(prior)
+  local again = {'OK', saved[1]}
+  for k = 2, #saved do
+    local id, token, attempt = saved[k][1], saved[k][2], saved[k][3]
+    local task_key = prefix .. 'task:' .. id
+    if redis.call('HGET', task_key, 'token') == token then
+      again[#again + 1] = {token, attempt, redis.call('HGETALL', task_key)}
+    end
+  end
+  return again
+end
+local record = {}
 local lease_until = now + lease_ms
 local result = {'OK', int(lease_until)}
 local claimed = 0
@@ -46,9 +66,11 @@ while claimed < limit do
         redis.call('ZADD', processing_key, lease_until, id)
         emit(events_key, maxlen, now, 'task.claimed', id, 'processing', owner, token)
         result[#result + 1] = {token, attempt, redis.call('HGETALL', task_key)}
+        record[#record + 1] = {id, token, attempt}
         claimed = claimed + 1
       end
     end
   end
 end
+redis.call('SET', claim_key, cjson.encode({int(lease_until), unpack(record)}), 'PX', int(lease_ms))
 return result

@@ -5,5 +5,8 @@
   Returns 1 | 0 ]]
 local now = now_ms(ARGV[1])
 local cur = redis.call('GET', KEYS[1])
-if cur and tonumber(cur) and tonumber(cur) > now then return 1 end
+if cur then
+  local expires = string.match(cur, '^(%d+):')
+  if expires and tonumber(expires) > now then return 1 end
+end
 return 0

@@ -1,13 +1,21 @@
 #!lua
 --[[ mark_processed: set-if-absent of a task's de-duplication marker. The marker
-  holds its expiry (ms, by the clock in use) and carries a TTL of the same length.
+  holds "<expiry ms, by the clock in use>:<mark id>" and a TTL of the same length.
+  Replay-safe: a retried call (same mark id) after a lost reply answers 1 again.
   KEYS[1] marker             ponos:{ns}:processed:<task_id>
   ARGV[1] now (ms) or ''
   ARGV[2] ttl (ms)
-  Returns 1 marked now | 0 already marked ]]
+  ARGV[3] mark id (unique per call, the same on its retries)
+  Returns 1 marked by this call | 0 already marked ]]
 local now = now_ms(ARGV[1])
-local ttl = tonumber(ARGV[2])
+local ttl, mark_id = tonumber(ARGV[2]), ARGV[3]
 local cur = redis.call('GET', KEYS[1])
-if cur and tonumber(cur) and tonumber(cur) > now then return 0 end
-redis.call('SET', KEYS[1], int(now + ttl), 'PX', int(ttl))
+if cur then
+  local expires, by = string.match(cur, '^(%d+):(.*)$')
+  if expires and tonumber(expires) > now then
+    if by == mark_id then return 1 end
+    return 0
+  end
+end
+redis.call('SET', KEYS[1], int(now + ttl) .. ':' .. mark_id, 'PX', int(ttl))
 return 1

@@ -1,7 +1,8 @@
 #!lua
 --[[ save: create pending tasks, all or nothing (save_task, save_tasks).
-  A task already stored with identical fields is skipped (replay-safe); a
-  different task under an existing id refuses the whole batch before any write.
+  A task already stored with identical fields is skipped; a different task
+  under an existing id refuses the whole batch before any write. Replay-safe:
+  a retried call (same save id) counts the tasks its first attempt created.
   KEYS[1]        seq counter        ponos:{ns}:seq
   KEYS[2]        pending zset       ponos:{ns}:tasks:pending
   KEYS[3]        event stream       ponos:{ns}:events
@@ -9,41 +10,43 @@
   KEYS[3+2i]     AVS pending zset   ponos:{ns}:avs:<avs>:pending
   ARGV[1]        now (ms) or '' for the server's TIME
   ARGV[2]        events maxlen
-  ARGV[3]        f, the number of task fields
-  ARGV[4..3+f]   the task field names
-  ARGV[4+f+(i-1)*f ..]  the field values of task i, in that order
+  ARGV[3]        save id (unique per call, the same on its retries)
+  ARGV[4]        f, the number of task fields
+  ARGV[5..4+f]   the task field names
+  ARGV[5+f+(i-1)*f ..]  the field values of task i, in that order
   Returns {'OK', created} | {'EXISTS', task_id} ]]
 local seq_key, pending_key, events_key = KEYS[1], KEYS[2], KEYS[3]
 local now = now_ms(ARGV[1])
-local maxlen = ARGV[2]
-local f = tonumber(ARGV[3])
+local maxlen, save_id = ARGV[2], ARGV[3]
+local f = tonumber(ARGV[4])
 local n = (#KEYS - 3) / 2
-local id_pos, avs_pos
+local names = {}
+local id_pos
 for j = 1, f do
-  if ARGV[3 + j] == 'task_id' then id_pos = j end
-  if ARGV[3 + j] == 'avs_address' then avs_pos = j end
+  names[j] = ARGV[4 + j]
+  if names[j] == 'task_id' then id_pos = j end
 end
 
-local function value(i, j) return ARGV[3 + f + (i - 1) * f + j] end
+local function value(i, j) return ARGV[4 + f + (i - 1) * f + j] end
 
 -- Guards first: every task is new or identical.
 local is_new = {}
+local replayed = 0
 for i = 1, n do
   local task_key = KEYS[2 + 2 * i]
   if redis.call('EXISTS', task_key) == 1 then
-    local names = {}
-    for j = 1, f do names[j] = ARGV[3 + j] end
     local stored = redis.call('HMGET', task_key, unpack(names))
     for j = 1, f do
       if (stored[j] or '') ~= value(i, j) then return {'EXISTS', value(i, id_pos)} end
     end
     is_new[i] = false
+    if redis.call('HGET', task_key, 'save_id') == save_id then replayed = replayed + 1 end
   else
     is_new[i] = true
   end
 end
 
-local created = 0
+local created = replayed
 for i = 1, n do
   if is_new[i] then
     local task_key = KEYS[2 + 2 * i]
@@ -51,11 +54,11 @@ for i = 1, n do
     local seq = redis.call('INCR', seq_key)
     local fields = {}
     for j = 1, f do
-      fields[#fields + 1] = ARGV[3 + j]
+      fields[#fields + 1] = names[j]
       fields[#fields + 1] = value(i, j)
     end
     redis.call('HSET', task_key, 'status', 'pending', 'seq', int(seq), 'attempts', '0',
-      'created_at', int(now), 'updated_at', int(now), unpack(fields))
+      'created_at', int(now), 'updated_at', int(now), 'save_id', save_id, unpack(fields))
     redis.call('ZADD', pending_key, seq, id)
     redis.call('ZADD', KEYS[3 + 2 * i], seq, id)
     emit(events_key, maxlen, now, 'task.saved', id, 'pending')

@@ -22,6 +22,7 @@ only retry layer: bounded attempts, jittered exponential backoff.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -57,12 +58,13 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def redact(text: str) -> str:
-    """Remove a password from a Redis URL."""
-    parts = urlsplit(text)
-    if parts.password is None:
-        return text
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
+    """Remove passwords from a Redis URL (user info and a ``password=`` query)."""
+    text = _QUERY_PASSWORD_RE.sub(r"\1***", text)
+    return _USERINFO_PASSWORD_RE.sub(r"\1***@", text)
+
+
+_QUERY_PASSWORD_RE = re.compile(r"([?&]password=)[^&#\s]*")
+_USERINFO_PASSWORD_RE = re.compile(r"(\w[\w+.-]*://[^:/@\s]*:)[^@\s]*@")
 
 
 async def retrying(policy: RetrySettings, call: Callable[[], Awaitable[T]], what: str) -> T:

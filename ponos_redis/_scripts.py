@@ -32,6 +32,7 @@ SCRIPT_NAMES: tuple[str, ...] = (
     "lease_acquire",
     "lease_renew",
     "lease_release",
+    "put_hash",
     "put_record",
     "delete_record",
     "deployment_save",

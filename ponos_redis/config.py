@@ -125,6 +125,17 @@ class RedisSettings(_Settings, frozen=True, kw_only=True, forbid_unknown_fields=
         _positive(self.connect_timeout_s, "redis.connect_timeout_s")
         _positive(self.health_check_interval_s, "redis.health_check_interval_s")
 
+    def __repr__(self) -> str:
+        # A URL may carry a password: never show it (reprs end up in logs).
+        from ._connection import redact
+
+        shown = ", ".join(
+            f"{name}={redact(value) if name == 'url' and value else value!r}"
+            for name in self.__struct_fields__
+            if (value := getattr(self, name)) is not None
+        )
+        return f"RedisSettings({shown})"
+
     def password(self) -> str | None:
         """The password from the environment variable named by ``password_env``."""
         name = self.password_env
@@ -199,7 +210,7 @@ class StorageConfig(_Settings, frozen=True, kw_only=True, forbid_unknown_fields=
         try:
             text = Path(path).read_text(encoding="utf-8")
             doc = yaml.safe_load(text)
-        except (OSError, yaml.YAMLError) as exc:
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
             raise InvalidInputError(f"cannot read storage config {str(path)!r}: {exc}") from None
         if not isinstance(doc, Mapping) or not isinstance(doc.get("storage"), Mapping):
             raise InvalidInputError(f"{str(path)!r} has no top-level 'storage:' mapping")

@@ -23,6 +23,8 @@ Why each structure is what it is:
   exact key, never a prefix scan, so chain 1 never matches chain 17000.
   ``chain:<id>:blocks`` (hash number -> JSON) and ``chain:<id>:block-index``
   (sorted set by number) let a rewind drop every record above a block at once.
+- ``claim:<claim id>`` remembers, for one lease length, what a claim call got,
+  so a claim retried after a lost reply returns the same tasks.
 - ``fence`` and ``seq`` are counters (``INCR``): fencing tokens only grow.
 - ``meta`` is a hash with the schema version.
 - Executor records are hashes indexed by a sorted set with score 0 (listed in
@@ -78,6 +80,9 @@ class Keys:
 
     def tasks(self, status: TaskStatus) -> str:
         return f"{self.prefix}tasks:{status.value}"
+
+    def claim(self, claim_id: str) -> str:
+        return f"{self.prefix}claim:{claim_id}"
 
     def avs_pending(self, avs_address: str) -> str:
         return f"{self.prefix}avs:{avs_address}:pending"

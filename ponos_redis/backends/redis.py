@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -68,6 +69,9 @@ RecordT = TypeVar("RecordT", bound=msgspec.Struct)
 P, R, C, F = TaskStatus.PENDING, TaskStatus.PROCESSING, TaskStatus.COMPLETED, TaskStatus.FAILED
 
 _READ_ONLY_SCRIPTS = frozenset({"is_processed"})
+# Replies that mean "already applied" when a call is retried after a lost reply.
+_NOTFOUND = frozenset({"NOTFOUND"})
+_STALE = frozenset({"STALE"})
 _REAP_BATCH = 500
 _EVENT_BATCH = 500
 _LIST_BATCH = 1000
@@ -149,6 +153,7 @@ class _RedisStore:
         store = cls(client or connect(cfg.redis), cfg, settings, clock=clock, owns_client=owns)
         try:
             await store._check_durability()
+            await store._load_scripts()
             await store._check_schema()
         except BaseException:
             await store._close_client()
@@ -200,21 +205,45 @@ class _RedisStore:
         self._check_open()
         return await retrying(self._redis.retry, call, what)
 
-    async def _script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    async def _script(
+        self,
+        name: str,
+        keys: Sequence[str],
+        args: Sequence[Any],
+        *,
+        replayed: frozenset[str] = frozenset(),
+    ) -> Any:
         """Run a script (EVALSHA, loading it again after NOSCRIPT).
 
         With ``durability: replicated`` a writing script is followed, in the
         same round trip, by ``WAIT replicas timeout``.
+
+        Args:
+            replayed: reply codes that, on a retried attempt, mean "an earlier
+                attempt of this very call was applied" (its reply was lost):
+                they are answered as ``OK``. A delete answering NOTFOUND, or a
+                release answering STALE, after a lost reply are such cases.
         """
         script = self._scripts[name]
+        attempt = 0
+
+        def settle(reply: Any) -> Any:
+            if attempt > 1 and isinstance(reply, list) and reply and as_text(reply[0]) in replayed:
+                return [b"OK", b"REPLAY"]
+            return reply
+
         if not self._wait_for_replicas or name in _READ_ONLY_SCRIPTS:
 
             async def call() -> Any:
-                return await script(keys=list(keys), args=list(args))
+                nonlocal attempt
+                attempt += 1
+                return settle(await script(keys=list(keys), args=list(args)))
 
             return await self._io(name, call)
 
         async def call_and_wait() -> Any:
+            nonlocal attempt
+            attempt += 1
             for _ in range(2):
                 pipe = self._r.pipeline(transaction=False)
                 pipe.evalsha(script.sha, len(keys), *keys, *args)
@@ -224,6 +253,7 @@ class _RedisStore:
                 except rexc.NoScriptError:
                     await self._r.script_load(script.script)
                     continue
+                reply = settle(reply)
                 if not (isinstance(reply, list) and reply and reply[0] != b"OK"):
                     self._confirm(name, int(acked))
                 return reply
@@ -242,11 +272,24 @@ class _RedisStore:
                 f"acknowledged it within {self._redis.wait_timeout_ms} ms; it may not survive a failover"
             )
 
+    async def _load_scripts(self) -> None:
+        """Load every script once (SCRIPT LOAD on every primary), so the first
+        EVALSHA of each call finds it; after a restart or failover EVALSHA
+        answers NOSCRIPT and the script is loaded again."""
+        sources = [script_source(name) for name in SCRIPT_NAMES]
+
+        async def call() -> None:
+            for source in sources:
+                await self._r.script_load(source)
+
+        await self._io("load scripts", call)
+
     async def _check_schema(self) -> None:
         meta = self.keys.meta
 
         async def call() -> Any:
             await self._r.hsetnx(meta, "schema_version", str(SCHEMA_VERSION))
+            await self._r.hsetnx(meta, "created_at", str(v.to_ms(datetime.now(UTC))))
             return await self._r.hget(meta, "schema_version")
 
         raw = await self._io("schema check", call)
@@ -401,7 +444,10 @@ class RedisAggregatorStore(_RedisStore):
         chain_id = v.integer(chain_id, "chain_id")
         number = v.integer(number, "number")
         reply = await self._script(
-            "delete_block", [self.keys.blocks(chain_id), self.keys.block_index(chain_id)], [number]
+            "delete_block",
+            [self.keys.blocks(chain_id), self.keys.block_index(chain_id)],
+            [number],
+            replayed=_NOTFOUND,
         )
         check(reply, f"chain {chain_id} block record {number}")
 
@@ -453,7 +499,12 @@ class RedisAggregatorStore(_RedisStore):
             self._check_open()
             return 0
         keys = [self.keys.seq, self.keys.tasks(P), self.keys.events]
-        args: list[Any] = [self._now(), self._settings.events_maxlen, len(codec.TASK_FIELDS)]
+        args: list[Any] = [
+            self._now(),
+            self._settings.events_maxlen,
+            uuid.uuid4().hex,
+            len(codec.TASK_FIELDS),
+        ]
         args.extend(codec.TASK_FIELDS)
         for task in batch:
             keys.append(self.keys.task(task.task_id))
@@ -552,6 +603,7 @@ class RedisAggregatorStore(_RedisStore):
             "delete",
             [self.keys.task(task_id), *self._all_status_keys(), self.keys.events],
             [self._now(), self._settings.events_maxlen, task_id, self.keys.prefix],
+            replayed=_NOTFOUND,
         )
         check(reply, f"task {task_id!r}")
 
@@ -568,7 +620,14 @@ class RedisAggregatorStore(_RedisStore):
             return []
         reply = await self._script(
             "claim",
-            [self.keys.tasks(P), self.keys.tasks(R), self.keys.tasks(F), self.keys.fence, self.keys.events],
+            [
+                self.keys.tasks(P),
+                self.keys.tasks(R),
+                self.keys.tasks(F),
+                self.keys.fence,
+                self.keys.events,
+                self.keys.claim(uuid.uuid4().hex),
+            ],
             [
                 self._now(),
                 owner,
@@ -641,6 +700,7 @@ class RedisAggregatorStore(_RedisStore):
                 task_id,
                 self.keys.prefix,
             ],
+            replayed=_STALE if retry else frozenset(),
         )
         check(reply, f"task {task_id!r}")
 
@@ -657,6 +717,7 @@ class RedisAggregatorStore(_RedisStore):
                 self.keys.events,
             ],
             [self._now(), self._token(token), self._settings.events_maxlen, task_id, self.keys.prefix],
+            replayed=_STALE,
         )
         check(reply, f"task {task_id!r}")
 
@@ -709,18 +770,10 @@ class RedisAggregatorStore(_RedisStore):
     # -- config cache --------------------------------------------------------------
 
     async def _put_hash(self, key: str, fields: dict[str, bytes | str]) -> None:
-        async def call() -> Any:
-            pipe = self._r.pipeline(transaction=True)
-            pipe.delete(key)
-            pipe.hset(key, mapping=fields)
-            replies = await pipe.execute()
-            if self._wait_for_replicas:
-                self._confirm(
-                    "save config", await self._r.wait(self._redis.replicas, self._redis.wait_timeout_ms)
-                )
-            return replies
-
-        await self._io("save config", call)
+        flat: list[Any] = []
+        for name, value in fields.items():
+            flat.extend((name, value))
+        check(await self._script("put_hash", [key], flat), key)
 
     async def _get_hash(self, key: str) -> dict[bytes, bytes]:
         return await self._io("read config", lambda: self._r.hgetall(key))
@@ -849,7 +902,7 @@ class RedisExecutorStore(_RedisStore):
         check(await self._script("put_record", [key, index], flat), f"record {record_id!r}")
 
     async def _delete(self, key: str, index: str, record_id: str, what: str) -> None:
-        check(await self._script("delete_record", [key, index], [record_id]), what)
+        check(await self._script("delete_record", [key, index], [record_id], replayed=_NOTFOUND), what)
 
     async def _list(self, index: str, key_of: Callable[[str], str], cls: type[RecordT]) -> list[RecordT]:
         ids = await self._io("list", lambda: self._r.zrange(index, 0, -1))
@@ -983,7 +1036,7 @@ class RedisExecutorStore(_RedisStore):
         reply = await self._script(
             "mark_processed",
             [self.keys.processed(task_id)],
-            [self._now(), _ms(self._settings.processed_ttl_s)],
+            [self._now(), _ms(self._settings.processed_ttl_s), uuid.uuid4().hex],
         )
         return int(reply) == 1
 

@@ -7,6 +7,7 @@ work against every backend.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,6 +16,7 @@ from ponos_redis import (
     ClaimedTask,
     Deployment,
     DeploymentStatus,
+    ExecutorStore,
     InflightTask,
     PerformerState,
     StoreEvent,
@@ -22,6 +24,9 @@ from ponos_redis import (
     TaskRecord,
     TaskStatus,
 )
+
+AggregatorFactory = Callable[..., Awaitable[AggregatorStore]]
+ExecutorFactory = Callable[..., Awaitable[ExecutorStore]]
 
 # ManualClock's default start.
 START = datetime(2026, 1, 1, tzinfo=UTC)

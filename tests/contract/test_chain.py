@@ -6,7 +6,7 @@ import math
 from datetime import timedelta
 
 import pytest
-from _helpers import START
+from _helpers import START, AggregatorFactory
 
 from ponos_redis import (
     AggregatorStore,
@@ -464,7 +464,7 @@ async def test_release_after_takeover_is_stale(aggregator: AggregatorStore, cloc
     await aggregator.set_last_processed_block(1, 1, fence=new.token)
 
 
-async def test_lease_is_shared_by_replicas(make_aggregator, clock: ManualClock) -> None:
+async def test_lease_is_shared_by_replicas(make_aggregator: AggregatorFactory, clock: ManualClock) -> None:
     a = await make_aggregator()
     b = await make_aggregator()
     lease = await acquire(a, 1, "replica-a", ttl_s=10)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
-from _helpers import TIMEOUT_S, make_task, make_tasks
+from _helpers import TIMEOUT_S, AggregatorFactory, ExecutorFactory, make_task, make_tasks
 
 from ponos_redis import (
     AggregatorStore,
@@ -18,7 +18,7 @@ from ponos_redis import (
 )
 
 
-async def test_concurrent_claims_take_each_task_once(make_aggregator) -> None:
+async def test_concurrent_claims_take_each_task_once(make_aggregator: AggregatorFactory) -> None:
     replicas: list[AggregatorStore] = [await make_aggregator() for _ in range(4)]
     await replicas[0].save_tasks(make_tasks(100))
 
@@ -53,7 +53,7 @@ async def test_concurrent_claims_take_each_task_once(make_aggregator) -> None:
             assert record.token == c.token
 
 
-async def test_concurrent_mark_task_processed_exactly_one_wins(make_executor) -> None:
+async def test_concurrent_mark_task_processed_exactly_one_wins(make_executor: ExecutorFactory) -> None:
     stores: list[ExecutorStore] = [await make_executor() for _ in range(3)]
     async with asyncio.timeout(TIMEOUT_S):
         results = await asyncio.gather(*(stores[i % 3].mark_task_processed("dup") for i in range(20)))
@@ -67,7 +67,7 @@ async def test_concurrent_mark_of_different_ids_all_win(executor: ExecutorStore)
     assert all(results)
 
 
-async def test_concurrent_save_of_one_task_creates_it_once(make_aggregator) -> None:
+async def test_concurrent_save_of_one_task_creates_it_once(make_aggregator: AggregatorFactory) -> None:
     stores = [await make_aggregator() for _ in range(2)]
     async with asyncio.timeout(TIMEOUT_S):
         results = await asyncio.gather(*(stores[i % 2].save_task(make_task("t1")) for i in range(10)))
@@ -76,7 +76,7 @@ async def test_concurrent_save_of_one_task_creates_it_once(make_aggregator) -> N
     assert [t.task_id for t in await stores[1].list_pending_tasks()] == ["t1"]
 
 
-async def test_concurrent_chain_lease_has_one_winner(make_aggregator) -> None:
+async def test_concurrent_chain_lease_has_one_winner(make_aggregator: AggregatorFactory) -> None:
     stores = [await make_aggregator() for _ in range(2)]
     async with asyncio.timeout(TIMEOUT_S):
         leases = await asyncio.gather(
@@ -103,7 +103,7 @@ async def test_concurrent_cursor_moves_end_at_the_highest(aggregator: Aggregator
     assert await aggregator.get_last_processed_block(1) == 9
 
 
-async def test_concurrent_complete_and_reap(make_aggregator, clock: ManualClock) -> None:
+async def test_concurrent_complete_and_reap(make_aggregator: AggregatorFactory, clock: ManualClock) -> None:
     a = await make_aggregator()
     b = await make_aggregator()
     await a.save_tasks(make_tasks(20))
@@ -127,7 +127,7 @@ async def test_concurrent_complete_and_reap(make_aggregator, clock: ManualClock)
     assert counts[TaskStatus.PROCESSING] == 0
 
 
-async def test_concurrent_saves_and_claims_lose_nothing(make_aggregator) -> None:
+async def test_concurrent_saves_and_claims_lose_nothing(make_aggregator: AggregatorFactory) -> None:
     writer = await make_aggregator()
     reader = await make_aggregator()
     got: list[str] = []

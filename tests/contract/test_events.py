@@ -7,7 +7,16 @@ import time
 from datetime import timedelta
 
 import pytest
-from _helpers import START, TIMEOUT_S, claim_one, collect_events, make_task, make_tasks, task_in_status
+from _helpers import (
+    START,
+    TIMEOUT_S,
+    AggregatorFactory,
+    claim_one,
+    collect_events,
+    make_task,
+    make_tasks,
+    task_in_status,
+)
 
 from ponos_redis import (
     AggregatorStore,
@@ -80,7 +89,9 @@ async def test_after_resumes_after_that_event(aggregator: AggregatorStore) -> No
     assert [(e.kind, e.subject) for e in newer] == [("task.saved", "new")]
 
 
-async def test_events_are_seen_by_replicas_not_other_namespaces(make_aggregator, namespace: str) -> None:
+async def test_events_are_seen_by_replicas_not_other_namespaces(
+    make_aggregator: AggregatorFactory, namespace: str
+) -> None:
     a = await make_aggregator()
     b = await make_aggregator()
     other = await make_aggregator(namespace=f"{namespace}-other")
@@ -89,7 +100,7 @@ async def test_events_are_seen_by_replicas_not_other_namespaces(make_aggregator,
     assert await collect_events(other) == []
 
 
-async def test_events_after_close_of_another_replica(make_aggregator) -> None:
+async def test_events_after_close_of_another_replica(make_aggregator: AggregatorFactory) -> None:
     a = await make_aggregator()
     await a.save_task(make_task("t1"))
     await a.close()
@@ -143,7 +154,7 @@ async def test_retry_event(aggregator: AggregatorStore) -> None:
     assert (event.kind, event.subject, event.status) == ("task.retried", "t1", "pending")
 
 
-async def test_retry_past_max_attempts_is_a_failure_event(make_aggregator) -> None:
+async def test_retry_past_max_attempts_is_a_failure_event(make_aggregator: AggregatorFactory) -> None:
     store = await make_aggregator(max_attempts=1)
     await store.save_task(make_task("t1"))
     claimed = await claim_one(store, "t1")
@@ -171,7 +182,7 @@ async def test_renew_changes_no_status_and_emits_no_lifecycle_event(aggregator: 
     assert all(e.kind not in {"task.released", "task.completed", "task.failed", "task.saved"} for e in events)
 
 
-async def test_reap_events(make_aggregator, clock: ManualClock) -> None:
+async def test_reap_events(make_aggregator: AggregatorFactory, clock: ManualClock) -> None:
     store = await make_aggregator(max_attempts=2)
     await store.save_tasks([make_task("once"), make_task("twice")])
     await claim_one(store, "once", lease_s=5)
@@ -287,7 +298,7 @@ async def test_chain_events(aggregator: AggregatorStore) -> None:
 # ---------------------------------------------------------------- waiting for events
 
 
-async def test_blocking_read_receives_a_later_event(make_aggregator) -> None:
+async def test_blocking_read_receives_a_later_event(make_aggregator: AggregatorFactory) -> None:
     reader_store = await make_aggregator()
     writer_store = await make_aggregator()
     await writer_store.save_task(make_task("before"))
@@ -328,7 +339,7 @@ async def test_blocking_read_on_an_empty_feed_ends(aggregator: AggregatorStore) 
     assert got == []
 
 
-async def test_blocking_read_delivers_a_burst(make_aggregator) -> None:
+async def test_blocking_read_delivers_a_burst(make_aggregator: AggregatorFactory) -> None:
     reader_store = await make_aggregator()
     writer_store = await make_aggregator()
     received: list[str] = []
@@ -355,7 +366,7 @@ async def test_blocking_read_delivers_a_burst(make_aggregator) -> None:
 # ---------------------------------------------------------------- cap
 
 
-async def test_stream_is_capped(make_aggregator) -> None:
+async def test_stream_is_capped(make_aggregator: AggregatorFactory) -> None:
     store = await make_aggregator(events_maxlen=10)
     for batch in range(10):
         await store.save_tasks(make_tasks(100, prefix=f"b{batch}"))

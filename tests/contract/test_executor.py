@@ -6,7 +6,16 @@ import itertools
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from _helpers import AVS_A, AVS_B, OPERATOR, START, make_deployment, make_inflight, make_performer
+from _helpers import (
+    AVS_A,
+    AVS_B,
+    OPERATOR,
+    START,
+    ExecutorFactory,
+    make_deployment,
+    make_inflight,
+    make_performer,
+)
 
 from ponos_redis import (
     DeploymentStatus,
@@ -381,7 +390,7 @@ async def test_processed_markers_by_id_prefix_are_independent(executor: Executor
         assert await executor.mark_task_processed(other) is True
 
 
-async def test_processed_marker_expires(make_executor, clock: ManualClock) -> None:
+async def test_processed_marker_expires(make_executor: ExecutorFactory, clock: ManualClock) -> None:
     # NOTE: on the Redis backend a marker's TTL may be enforced by the server's
     # real time rather than the injected clock; this test moves only the clock.
     store = await make_executor(processed_ttl_s=60)
@@ -395,7 +404,7 @@ async def test_processed_marker_expires(make_executor, clock: ManualClock) -> No
     assert await store.is_task_processed("t1") is True
 
 
-async def test_processed_markers_shared_by_replicas(make_executor, namespace: str) -> None:
+async def test_processed_markers_shared_by_replicas(make_executor: ExecutorFactory, namespace: str) -> None:
     a = await make_executor()
     b = await make_executor()
     other = await make_executor(namespace=f"{namespace}-other")

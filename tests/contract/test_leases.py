@@ -6,7 +6,7 @@ import math
 from datetime import timedelta
 
 import pytest
-from _helpers import START, claim_one, make_task, make_tasks
+from _helpers import START, AggregatorFactory, claim_one, make_task, make_tasks
 
 from ponos_redis import (
     AggregatorStore,
@@ -292,7 +292,7 @@ async def test_fail_with_retry_goes_back_to_pending(aggregator: AggregatorStore,
     assert again.attempt == 2
 
 
-async def test_retry_after_max_attempts_fails(make_aggregator) -> None:
+async def test_retry_after_max_attempts_fails(make_aggregator: AggregatorFactory) -> None:
     store = await make_aggregator(max_attempts=3)
     await store.save_task(make_task("t1"))
     for attempt in (1, 2):
@@ -311,7 +311,7 @@ async def test_retry_after_max_attempts_fails(make_aggregator) -> None:
     assert await store.claim_tasks("w", limit=1, lease_s=30) == []
 
 
-async def test_max_attempts_one_means_no_retry(make_aggregator) -> None:
+async def test_max_attempts_one_means_no_retry(make_aggregator: AggregatorFactory) -> None:
     store = await make_aggregator(max_attempts=1)
     await store.save_task(make_task("t1"))
     claimed = await claim_one(store, "t1")
@@ -389,7 +389,9 @@ async def test_reaped_holder_is_fenced_out(aggregator: AggregatorStore, clock: M
     assert record.owner == "fast"
 
 
-async def test_reap_after_max_attempts_fails_the_task(make_aggregator, clock: ManualClock) -> None:
+async def test_reap_after_max_attempts_fails_the_task(
+    make_aggregator: AggregatorFactory, clock: ManualClock
+) -> None:
     store = await make_aggregator(max_attempts=2)
     await store.save_task(make_task("t1"))
     await claim_one(store, "t1", lease_s=5)
@@ -428,7 +430,7 @@ async def test_reap_many(aggregator: AggregatorStore, clock: ManualClock) -> Non
 # ---------------------------------------------------------------- fencing tokens
 
 
-async def test_tokens_only_grow_across_the_namespace(make_aggregator) -> None:
+async def test_tokens_only_grow_across_the_namespace(make_aggregator: AggregatorFactory) -> None:
     a = await make_aggregator()
     b = await make_aggregator()  # a replica sharing the namespace
     await a.save_tasks(make_tasks(4))

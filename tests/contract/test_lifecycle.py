@@ -6,7 +6,17 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from _helpers import AVS_A, START, collect_events, make_deployment, make_inflight, make_performer, make_task
+from _helpers import (
+    AVS_A,
+    START,
+    AggregatorFactory,
+    ExecutorFactory,
+    collect_events,
+    make_deployment,
+    make_inflight,
+    make_performer,
+    make_task,
+)
 
 from ponos_redis import (
     AggregatorStore,
@@ -100,7 +110,7 @@ def test_stores_implement_the_interfaces(aggregator: AggregatorStore, executor: 
 
 @pytest.mark.parametrize("call", list(AGGREGATOR_CALLS.values()), ids=list(AGGREGATOR_CALLS))
 async def test_aggregator_call_after_close_raises(
-    make_aggregator, call: Callable[[Any], Awaitable[object]]
+    make_aggregator: AggregatorFactory, call: Callable[[Any], Awaitable[object]]
 ) -> None:
     store = await make_aggregator()
     await populate_aggregator(store)
@@ -112,7 +122,7 @@ async def test_aggregator_call_after_close_raises(
     assert (await fresh.get_task("t1")).task == make_task("t1")
 
 
-async def test_aggregator_events_after_close_raise(make_aggregator) -> None:
+async def test_aggregator_events_after_close_raise(make_aggregator: AggregatorFactory) -> None:
     store = await make_aggregator()
     await store.save_task(make_task("t1"))
     await store.close()
@@ -126,7 +136,7 @@ async def test_aggregator_events_after_close_raise(make_aggregator) -> None:
 
 @pytest.mark.parametrize("call", list(EXECUTOR_CALLS.values()), ids=list(EXECUTOR_CALLS))
 async def test_executor_call_after_close_raises(
-    make_executor, call: Callable[[Any], Awaitable[object]]
+    make_executor: ExecutorFactory, call: Callable[[Any], Awaitable[object]]
 ) -> None:
     store = await make_executor()
     await populate_executor(store)
@@ -137,7 +147,9 @@ async def test_executor_call_after_close_raises(
     assert (await fresh.get_performer_state("p1")).performer_id == "p1"
 
 
-async def test_close_is_idempotent(make_aggregator, make_executor) -> None:
+async def test_close_is_idempotent(
+    make_aggregator: AggregatorFactory, make_executor: ExecutorFactory
+) -> None:
     agg = await make_aggregator()
     exe = await make_executor()
     for _ in range(3):
@@ -149,7 +161,7 @@ async def test_close_is_idempotent(make_aggregator, make_executor) -> None:
         await exe.list_performer_states()
 
 
-async def test_async_with_closes_the_aggregator(make_aggregator) -> None:
+async def test_async_with_closes_the_aggregator(make_aggregator: AggregatorFactory) -> None:
     store = await make_aggregator()
     async with store as entered:
         assert entered is store
@@ -159,7 +171,7 @@ async def test_async_with_closes_the_aggregator(make_aggregator) -> None:
     await store.close()  # still idempotent after the context closed it
 
 
-async def test_async_with_closes_the_executor(make_executor) -> None:
+async def test_async_with_closes_the_executor(make_executor: ExecutorFactory) -> None:
     store = await make_executor()
     async with store as entered:
         assert entered is store
@@ -168,7 +180,7 @@ async def test_async_with_closes_the_executor(make_executor) -> None:
         await store.is_task_processed("t1")
 
 
-async def test_async_with_closes_on_error(make_aggregator) -> None:
+async def test_async_with_closes_on_error(make_aggregator: AggregatorFactory) -> None:
     store = await make_aggregator()
     with pytest.raises(RuntimeError, match="inside"):
         async with store:
@@ -177,7 +189,7 @@ async def test_async_with_closes_on_error(make_aggregator) -> None:
         await store.count_tasks()
 
 
-async def test_closing_one_replica_leaves_the_other_open(make_aggregator) -> None:
+async def test_closing_one_replica_leaves_the_other_open(make_aggregator: AggregatorFactory) -> None:
     a = await make_aggregator()
     b = await make_aggregator()
     await a.save_task(make_task("t1"))
@@ -187,7 +199,7 @@ async def test_closing_one_replica_leaves_the_other_open(make_aggregator) -> Non
     assert [t.task_id for t in await b.list_pending_tasks()] == ["t1", "t2"]
 
 
-async def test_replicas_share_state(make_aggregator) -> None:
+async def test_replicas_share_state(make_aggregator: AggregatorFactory) -> None:
     a = await make_aggregator()
     b = await make_aggregator()
     await a.save_task(make_task("t1"))
@@ -198,7 +210,9 @@ async def test_replicas_share_state(make_aggregator) -> None:
     assert (await b.get_task("t1")).status == TaskStatus.COMPLETED
 
 
-async def test_namespaces_are_isolated(make_aggregator, make_executor, namespace: str) -> None:
+async def test_namespaces_are_isolated(
+    make_aggregator: AggregatorFactory, make_executor: ExecutorFactory, namespace: str
+) -> None:
     a = await make_aggregator()
     other = await make_aggregator(namespace=f"{namespace}-other")
     await a.save_task(make_task("t1"))
@@ -222,7 +236,9 @@ async def test_namespaces_are_isolated(make_aggregator, make_executor, namespace
     assert await e_other.mark_task_processed("t1") is True
 
 
-async def test_state_outlives_the_store(make_aggregator, make_executor) -> None:
+async def test_state_outlives_the_store(
+    make_aggregator: AggregatorFactory, make_executor: ExecutorFactory
+) -> None:
     a = await make_aggregator()
     await a.save_task(make_task("t1"))
     await a.set_last_processed_block(5, 50)
@@ -236,3 +252,24 @@ async def test_state_outlives_the_store(make_aggregator, make_executor) -> None:
     await e.close()
     e2 = await make_executor()
     assert await e2.is_task_processed("t1") is True
+
+
+async def test_every_tuning_keyword_is_accepted(
+    make_aggregator: AggregatorFactory, make_executor: ExecutorFactory
+) -> None:
+    agg = await make_aggregator(
+        default_lease_s=12,
+        max_attempts=2,
+        retention_s=60,
+        max_payload_bytes=1024,
+        events_maxlen=50,
+        block_window=100,
+    )
+    await agg.save_task(make_task("t1"))
+    await agg.update_task_status("t1", TaskStatus.PROCESSING)
+    record = await agg.get_task("t1")
+    assert record.lease_until is not None
+    assert (record.lease_until - record.updated_at).total_seconds() == 12
+    exe = await make_executor(processed_ttl_s=60, history_maxlen=10)
+    await exe.save_deployment(make_deployment("d1"))
+    assert len(await exe.list_deployment_history("d1")) == 1

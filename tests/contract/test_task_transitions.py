@@ -11,7 +11,7 @@ import itertools
 from datetime import timedelta
 
 import pytest
-from _helpers import START, claim_one, make_task, task_in_status
+from _helpers import START, AggregatorFactory, claim_one, make_task, task_in_status
 
 from ponos_redis import (
     AggregatorStore,
@@ -98,14 +98,18 @@ async def test_override_to_same_status_is_a_noop(
 @pytest.mark.parametrize("as_string", [False, True], ids=["enum", "string"])
 @pytest.mark.parametrize(("current", "target"), ALLOWED_OVERRIDES, ids=_pair_id)
 async def test_allowed_override_lands_on_target(
-    make_aggregator, clock: ManualClock, current: TaskStatus, target: TaskStatus, as_string: bool
+    make_aggregator: AggregatorFactory,
+    clock: ManualClock,
+    current: TaskStatus,
+    target: TaskStatus,
+    as_string: bool,
 ) -> None:
     store = await make_aggregator(default_lease_s=45)
     before = await task_in_status(store, current, "t1")
     assert before.token is not None
     clock.advance(2)
     now = clock()
-    await store.update_task_status("t1", target.value if as_string else target)
+    await store.update_task_status("t1", target.value if as_string else target)  # type: ignore[arg-type]
     after = await store.get_task("t1")
     assert after.status == target
     assert after.task == before.task
@@ -124,7 +128,9 @@ async def test_allowed_override_lands_on_target(
         assert after.lease_until is None
 
 
-async def test_override_to_processing_from_fresh_task(make_aggregator, clock: ManualClock) -> None:
+async def test_override_to_processing_from_fresh_task(
+    make_aggregator: AggregatorFactory, clock: ManualClock
+) -> None:
     store = await make_aggregator(default_lease_s=12.5)
     await store.save_task(make_task("t1"))
     await store.update_task_status("t1", TaskStatus.PROCESSING)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from _helpers import AVS_A, AVS_B, START, claim_one, make_task, make_tasks, task_in_status
+from _helpers import AVS_A, AVS_B, START, AggregatorFactory, claim_one, make_task, make_tasks, task_in_status
 
 from ponos_redis import (
     AggregatorStore,
@@ -13,11 +13,12 @@ from ponos_redis import (
     InvalidInputError,
     ManualClock,
     NotFoundError,
+    Task,
     TaskStatus,
 )
 
 
-def ids(tasks: list) -> list[str]:
+def ids(tasks: list[Task]) -> list[str]:
     return [t.task_id for t in tasks]
 
 
@@ -365,7 +366,9 @@ async def test_count_tasks_follows_transitions(aggregator: AggregatorStore) -> N
 # ---------------------------------------------------------------- trim_finished_tasks
 
 
-async def test_trim_finished_tasks_after_retention(make_aggregator, clock: ManualClock) -> None:
+async def test_trim_finished_tasks_after_retention(
+    make_aggregator: AggregatorFactory, clock: ManualClock
+) -> None:
     store = await make_aggregator(retention_s=100)
     await task_in_status(store, TaskStatus.COMPLETED, "done")
     await task_in_status(store, TaskStatus.FAILED, "failed")
@@ -389,7 +392,9 @@ async def test_trim_finished_tasks_after_retention(make_aggregator, clock: Manua
     assert await store.trim_finished_tasks() == 0
 
 
-async def test_trim_finished_tasks_respects_limit(make_aggregator, clock: ManualClock) -> None:
+async def test_trim_finished_tasks_respects_limit(
+    make_aggregator: AggregatorFactory, clock: ManualClock
+) -> None:
     store = await make_aggregator(retention_s=10)
     await store.save_tasks(make_tasks(3))
     claimed = await store.claim_tasks("w", limit=3, lease_s=30)
@@ -402,7 +407,9 @@ async def test_trim_finished_tasks_respects_limit(make_aggregator, clock: Manual
     assert (await store.count_tasks())[TaskStatus.COMPLETED] == 0
 
 
-async def test_trim_uses_the_time_the_task_finished(make_aggregator, clock: ManualClock) -> None:
+async def test_trim_uses_the_time_the_task_finished(
+    make_aggregator: AggregatorFactory, clock: ManualClock
+) -> None:
     store = await make_aggregator(retention_s=100)
     await store.save_task(make_task("t1"))
     clock.advance(90)

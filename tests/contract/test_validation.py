@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from _helpers import AVS_A, make_deployment, make_inflight, make_performer, make_task
+from _helpers import AVS_A, AggregatorFactory, make_deployment, make_inflight, make_performer, make_task
 
 from ponos_redis import (
     AggregatorStore,
@@ -267,7 +267,7 @@ async def test_non_datetime_deadline_rejected(aggregator: AggregatorStore, bad: 
     await assert_no_tasks(aggregator)
 
 
-async def test_payload_size_limit(make_aggregator) -> None:
+async def test_payload_size_limit(make_aggregator: AggregatorFactory) -> None:
     store = await make_aggregator(max_payload_bytes=16)
     assert await store.save_task(make_task("fits", payload=b"\xff" * 16)) is True
     with pytest.raises(InvalidInputError):

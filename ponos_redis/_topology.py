@@ -1,0 +1,646 @@
+"""Redis topologies on loopback for tests and the simulation: replicas, Sentinel, Cluster.
+
+Every process is a :class:`~ponos_redis._redis_server.RedisServer` started from
+the shipped ``docker/redis.conf`` (data nodes) or ``docker/sentinel.conf``
+(sentinels), overriding only what a loopback topology needs, so the
+configuration that ships is the one the tests run. Only processes a topology
+started are ever signalled.
+
+- :class:`ReplicaGroup`: a master and N replicas (``replicaof``), every data
+  node with ``min-replicas-to-write 1`` and ``repl-diskless-sync-delay 0``.
+- :class:`SentinelTopology`: a :class:`ReplicaGroup` watched by sentinels
+  (``down-after-milliseconds 1000``, ``failover-timeout 5000``), started in
+  the fast order measured in REDIS-NOTES: master (PING), replicas
+  (``master_link_status:up``), then the sentinels, ready once each sentinel
+  sees the other sentinels and every replica (~2.1 s; all at once takes 5-10 s).
+- :class:`ClusterTopology`: N masters with ``cluster-enabled yes``, joined by
+  ``redis-cli --cluster create``, ready when every node says
+  ``cluster_state:ok`` (~2-4 s). The cluster bus port is another free port
+  (the default, port + 10000, may fall outside the usable range).
+
+>>> with SentinelTopology() as topo:  # doctest: +SKIP
+...     old = topo.kill_master()  # SIGKILL
+...     new = topo.wait_for_failover(old)
+...     topo.restart(old)  # same dir, port and config: it rejoins as a replica
+...     topo.wait_role(old, "slave", timeout=30)
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from ._redis_server import HOST, ExtraConfig, RedisServer, RedisServerError, find_free_port
+
+__all__ = [
+    "ClusterTopology",
+    "ReplicaGroup",
+    "SentinelTopology",
+    "TopologyError",
+    "docker_conf",
+]
+
+T = TypeVar("T")
+
+_POLL_INTERVAL = 0.02
+_CONNECT_TIMEOUT = 0.2
+_COMMAND_TIMEOUT = 2.0
+_PORT_ATTEMPTS = 5
+_ADDRESS_IN_USE = "Address already in use"
+# Sentinel settings a SentinelTopology rewrites in the base file (the rest stand as shipped).
+_SENTINEL_MASTER_LINES = ("monitor", "down-after-milliseconds", "failover-timeout")
+
+
+class TopologyError(RuntimeError):
+    """A topology did not start, or did not reach the state waited for in time."""
+
+
+def docker_conf(name: str) -> Path:
+    """The shipped ``docker/<name>`` of this checkout (``redis.conf`` or ``sentinel.conf``)."""
+    path = Path(__file__).resolve().parent.parent / "docker" / name
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found (an installed wheel has no docker/): pass the file")
+    return path
+
+
+def command(port: int, *args: Any, timeout: float = _COMMAND_TIMEOUT) -> Any:
+    """One command to the server on 127.0.0.1:``port``, with a fresh client that does not retry."""
+    client = redis.Redis(
+        host=HOST,
+        port=port,
+        socket_connect_timeout=_CONNECT_TIMEOUT,
+        socket_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+        decode_responses=True,
+    )
+    try:
+        return client.execute_command(*args)
+    finally:
+        client.close()
+
+
+def info(port: int, section: str) -> dict[str, Any]:
+    """``INFO <section>`` as redis-py parses it (numbers as numbers, ``slave0`` as a dict)."""
+    reply: dict[str, Any] = command(port, "INFO", section)
+    return reply
+
+
+def _pairs(reply: Mapping[Any, Any] | Sequence[Any]) -> dict[str, str]:
+    """A SENTINEL MASTER / REPLICAS entry as text fields: redis-py parses some of these
+    replies into dicts (with typed values) and leaves others flat ``[name, value, ...]``."""
+    if isinstance(reply, Mapping):
+        return {str(k): str(v) for k, v in reply.items()}
+    return {str(reply[i]): str(reply[i + 1]) for i in range(0, len(reply) - 1, 2)}
+
+
+def wait_for(what: str, check: Callable[[], T | None], timeout: float) -> T:
+    """Poll ``check`` until it returns something other than None (or False); at most ``timeout`` s.
+
+    Connection and reply errors count as "not yet". Raises TopologyError naming
+    ``what`` (and the last error) when time runs out.
+    """
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while True:
+        try:
+            result = check()
+        except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError) as exc:
+            result, last_error = None, exc
+        if result is not None and result is not False:
+            return result
+        if time.monotonic() >= deadline:
+            detail = f" (last error: {type(last_error).__name__}: {last_error})" if last_error else ""
+            raise TopologyError(f"{what}: not within {timeout} s{detail}")
+        time.sleep(_POLL_INTERVAL)
+
+
+def _base_dir(dir: Path | None, prefix: str) -> tuple[Path, bool]:
+    if dir is not None:
+        path = Path(dir).absolute()
+        path.mkdir(parents=True, exist_ok=True)
+        return path, False
+    return Path(tempfile.mkdtemp(prefix=prefix)).absolute(), True
+
+
+def role(server: RedisServer) -> str:
+    """``master``, ``slave`` or ``sentinel``, from ROLE."""
+    reply = command(server.port, "ROLE")
+    return str(reply[0])
+
+
+class ReplicaGroup:
+    """A master and ``replicas`` replicas on 127.0.0.1, from the shipped ``redis.conf``.
+
+    Every data node gets ``min-replicas-to-write 1`` (when there are replicas)
+    and ``repl-diskless-sync-delay 0``; each replica ``replicaof 127.0.0.1
+    <master port>``. ``extra`` adds directives to every data node.
+    ``dir``: a parent folder for the nodes' folders (``node-0`` is the first
+    master); when None a temporary one is made and removed by :meth:`stop`.
+    """
+
+    def __init__(
+        self,
+        *,
+        replicas: int = 2,
+        conf_file: Path | None = None,
+        dir: Path | None = None,
+        extra: ExtraConfig | None = None,
+    ) -> None:
+        if replicas < 0:
+            raise ValueError(f"replicas must be >= 0, got {replicas}")
+        self._replicas = replicas
+        self._conf_file = conf_file if conf_file is not None else docker_conf("redis.conf")
+        self._dir_arg = dir
+        self._dir: Path | None = None
+        self._owns_dir = False
+        self._extra: list[tuple[str, str]] = (
+            list(extra.items()) if isinstance(extra, Mapping) else list(extra or ())
+        )
+        self.nodes: list[RedisServer] = []
+
+    @property
+    def dir(self) -> Path:
+        if self._dir is None:
+            raise TopologyError("not started")
+        return self._dir
+
+    def _node_extra(self, master_port: int | None) -> list[tuple[str, str]]:
+        extra = [("repl-diskless-sync-delay", "0")]
+        if self._replicas:
+            extra.append(("min-replicas-to-write", "1"))
+        if master_port is not None:
+            extra.append(("replicaof", f"{HOST} {master_port}"))
+        return extra + self._extra
+
+    def start(self, timeout: float = 20.0) -> None:
+        """Start the master, then the replicas; return once every replica's link is up."""
+        if self.nodes:
+            raise TopologyError("already started")
+        deadline = time.monotonic() + timeout
+        self._dir, self._owns_dir = _base_dir(self._dir_arg, "ponos-replicas-")
+        try:
+            master = RedisServer(
+                dir=self._dir / "node-0", conf_file=self._conf_file, extra=self._node_extra(None)
+            )
+            self.nodes.append(master)
+            master.start(timeout=max(0.1, deadline - time.monotonic()))
+            for i in range(1, self._replicas + 1):
+                replica = RedisServer(
+                    dir=self._dir / f"node-{i}",
+                    conf_file=self._conf_file,
+                    extra=self._node_extra(master.port),
+                )
+                self.nodes.append(replica)
+                replica.start(timeout=max(0.1, deadline - time.monotonic()))
+            for replica in self.nodes[1:]:
+                self.wait_link_up(replica, timeout=max(0.1, deadline - time.monotonic()))
+        except BaseException:
+            self.stop()
+            raise
+
+    def wait_link_up(self, replica: RedisServer, timeout: float) -> None:
+        """Wait until ``replica`` reports ``master_link_status:up``."""
+        wait_for(
+            f"replica on port {replica.port}: master_link_status up",
+            lambda: info(replica.port, "replication").get("master_link_status") == "up",
+            timeout,
+        )
+
+    def stop(self) -> None:
+        """SIGKILL every node this group started and remove its temporary folder. Idempotent."""
+        try:
+            for node in self.nodes:
+                node.stop()
+        finally:
+            if self._owns_dir and self._dir is not None:
+                shutil.rmtree(self._dir, ignore_errors=True)
+                self._owns_dir = False
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    @property
+    def master(self) -> RedisServer:
+        """The first master (the group itself never fails over)."""
+        return self.nodes[0]
+
+    @property
+    def url(self) -> str:
+        return self.master.url
+
+
+def sentinel_conf_text(
+    base: str,
+    *,
+    service: str,
+    master_port: int,
+    quorum: int,
+    down_after_ms: int,
+    failover_timeout_ms: int,
+) -> str:
+    """The base sentinel.conf with its master rewritten in place: name, address, quorum, timings.
+
+    In place, because a sentinel reads ``sentinel <option> <name>`` lines only
+    after the ``sentinel monitor <name>`` line that declares the master.
+    """
+    monitored = None
+    for line in base.splitlines():
+        words = line.split()
+        if len(words) >= 3 and words[0].lower() == "sentinel" and words[1].lower() == "monitor":
+            monitored = words[2]
+    if monitored is None:
+        raise TopologyError("the base sentinel.conf has no 'sentinel monitor' line")
+    values = {
+        "monitor": f"{HOST} {master_port} {quorum}",
+        "down-after-milliseconds": str(down_after_ms),
+        "failover-timeout": str(failover_timeout_ms),
+    }
+    lines = [f"# Copied from the shipped sentinel.conf; master '{monitored}' renamed and retimed for tests."]
+    for line in base.splitlines():
+        words = line.split()
+        if len(words) >= 3 and words[0].lower() == "sentinel" and words[2] == monitored:
+            option = words[1].lower()
+            rest = values[option] if option in _SENTINEL_MASTER_LINES else " ".join(words[3:])
+            lines.append(f"sentinel {option} {service} {rest}".rstrip())
+        else:
+            lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+class SentinelTopology:
+    """A master, ``replicas`` replicas and ``sentinels`` sentinels on 127.0.0.1.
+
+    Data nodes come from ``redis_conf`` (default: the shipped
+    ``docker/redis.conf``) as in :class:`ReplicaGroup`; each sentinel gets its
+    own folder with its own copy of ``sentinel_conf`` (default: the shipped
+    ``docker/sentinel.conf``), since a sentinel rewrites its file, with
+    port, bind and dir overridden and ``sentinel monitor <service> 127.0.0.1
+    <master port> <quorum>``, ``down-after-milliseconds`` and
+    ``failover-timeout`` set for a fast failover.
+    """
+
+    def __init__(
+        self,
+        *,
+        replicas: int = 2,
+        sentinels: int = 3,
+        service: str = "ponos",
+        quorum: int = 2,
+        down_after_ms: int = 1000,
+        failover_timeout_ms: int = 5000,
+        redis_conf: Path | None = None,
+        sentinel_conf: Path | None = None,
+        dir: Path | None = None,
+        extra: ExtraConfig | None = None,
+    ) -> None:
+        if sentinels < 1 or quorum < 1 or quorum > sentinels:
+            raise ValueError(f"need 1 <= quorum <= sentinels, got quorum {quorum} of {sentinels}")
+        self.service = service
+        self._sentinel_count = sentinels
+        self._quorum = quorum
+        self._down_after_ms = down_after_ms
+        self._failover_timeout_ms = failover_timeout_ms
+        self._sentinel_conf = sentinel_conf if sentinel_conf is not None else docker_conf("sentinel.conf")
+        self._dir_arg = dir
+        self._dir: Path | None = None
+        self._owns_dir = False
+        self._redis_conf = redis_conf
+        self._extra = extra
+        self._replica_count = replicas
+        self.group: ReplicaGroup | None = None
+        self.sentinels: list[RedisServer] = []
+
+    # -- addresses ----------------------------------------------------------------
+
+    @property
+    def nodes(self) -> list[RedisServer]:
+        """The data nodes; ``nodes[0]`` was the first master."""
+        return self.group.nodes if self.group is not None else []
+
+    @property
+    def sentinel_hosts(self) -> list[str]:
+        """``host:port`` of each sentinel, as the ``redis.sentinel.hosts`` setting takes them."""
+        return [f"{HOST}:{s.port}" for s in self.sentinels]
+
+    @property
+    def url(self) -> str:
+        """``redis+sentinel://127.0.0.1:p1,127.0.0.1:p2,.../<service>``."""
+        return f"redis+sentinel://{','.join(self.sentinel_hosts)}/{self.service}"
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start the data nodes, then the sentinels; return once the sentinels agree.
+
+        Raises:
+            TopologyError, RedisServerError: something did not start within ``timeout``.
+        """
+        if self.group is not None:
+            raise TopologyError("already started")
+        deadline = time.monotonic() + timeout
+        self._dir, self._owns_dir = _base_dir(self._dir_arg, "ponos-sentinel-")
+        try:
+            self.group = ReplicaGroup(
+                replicas=self._replica_count, conf_file=self._redis_conf, dir=self._dir, extra=self._extra
+            )
+            self.group.start(timeout=max(0.1, deadline - time.monotonic()))
+            base = self._sentinel_conf.read_text(encoding="utf-8")
+            for i in range(self._sentinel_count):
+                sentinel_dir = self._dir / f"sentinel-{i}"
+                sentinel_dir.mkdir(parents=True, exist_ok=True)
+                copy = sentinel_dir / "sentinel-base.conf"
+                copy.write_text(
+                    sentinel_conf_text(
+                        base,
+                        service=self.service,
+                        master_port=self.group.master.port,
+                        quorum=self._quorum,
+                        down_after_ms=self._down_after_ms,
+                        failover_timeout_ms=self._failover_timeout_ms,
+                    ),
+                    encoding="utf-8",
+                )
+                sentinel = RedisServer(dir=sentinel_dir, conf_file=copy, binary="redis-sentinel")
+                self.sentinels.append(sentinel)
+                sentinel.start(timeout=max(0.1, deadline - time.monotonic()))
+            self.wait_healthy(timeout=max(0.1, deadline - time.monotonic()))
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """SIGKILL every process this topology started and remove its temporary folder. Idempotent."""
+        try:
+            for sentinel in self.sentinels:
+                sentinel.stop()
+            if self.group is not None:
+                self.group.stop()
+        finally:
+            if self._owns_dir and self._dir is not None:
+                shutil.rmtree(self._dir, ignore_errors=True)
+                self._owns_dir = False
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    # -- what the sentinels say ---------------------------------------------------------
+
+    def sentinel_master(self, sentinel: RedisServer) -> dict[str, str]:
+        """``SENTINEL MASTER <service>`` from one sentinel, as text fields."""
+        return _pairs(command(sentinel.port, "SENTINEL", "MASTER", self.service))
+
+    def master_port(self) -> int | None:
+        """The master's port as a quorum of running sentinels reports it; None if they do not agree."""
+        votes: dict[int, int] = {}
+        for sentinel in self.sentinels:
+            if not sentinel.running:
+                continue
+            try:
+                reply = command(sentinel.port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service)
+            except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
+                continue
+            if reply:
+                port = int(reply[1])
+                votes[port] = votes.get(port, 0) + 1
+        agreed = [port for port, n in votes.items() if n >= self._quorum]
+        return agreed[0] if len(agreed) == 1 else None
+
+    def node_at(self, port: int) -> RedisServer:
+        for node in self.nodes:
+            if node.port == port:
+                return node
+        raise TopologyError(f"no data node of this topology on port {port}")
+
+    def master(self, timeout: float = 10.0) -> RedisServer:
+        """The data node the sentinels name as master (waiting up to ``timeout`` s for a quorum)."""
+        return self.node_at(wait_for("sentinels agreeing on a master", self.master_port, timeout))
+
+    # -- failures ---------------------------------------------------------------------
+
+    def kill_master(self) -> RedisServer:
+        """SIGKILL the current master (its folder stays, for :meth:`restart`); returns it."""
+        node = self.master()
+        node.kill()
+        return node
+
+    def restart(self, node: RedisServer, timeout: float = 10.0) -> None:
+        """Start a killed node (data node or sentinel) again on its folder, port and config."""
+        if node not in self.nodes and node not in self.sentinels:
+            raise TopologyError(f"{node!r} is not part of this topology")
+        node.start(timeout=timeout)
+
+    def wait_for_failover(self, old: RedisServer, timeout: float = 15.0) -> RedisServer:
+        """Wait until the sentinels name a master other than ``old`` and it says ROLE master."""
+
+        def promoted() -> RedisServer | None:
+            port = self.master_port()
+            if port is None or port == old.port:
+                return None
+            node = self.node_at(port)
+            return node if role(node) == "master" else None
+
+        return wait_for(f"failover away from port {old.port}", promoted, timeout)
+
+    def wait_role(self, node: RedisServer, expected: str, timeout: float) -> None:
+        """Wait until ``node`` says ROLE ``expected`` (``master`` or ``slave``)."""
+        wait_for(f"port {node.port} with role {expected}", lambda: role(node) == expected, timeout)
+
+    def wait_healthy(self, timeout: float = 20.0) -> RedisServer:
+        """Wait until all is well: every process runs, a quorum agrees on the master, every
+        other node is its replica with the link up, and every sentinel sees all replicas as
+        healthy and the other sentinels. Returns the master."""
+        stopped = [n for n in [*self.nodes, *self.sentinels] if not n.running]
+        if stopped:
+            raise TopologyError(f"not running: {stopped}")
+        replicas = len(self.nodes) - 1
+
+        def healthy() -> RedisServer | None:
+            port = self.master_port()
+            if port is None:
+                return None
+            master = self.node_at(port)
+            if role(master) != "master":
+                return None
+            for node in self.nodes:
+                if node is not master and info(node.port, "replication").get("master_link_status") != "up":
+                    return None
+            for sentinel in self.sentinels:
+                state = self.sentinel_master(sentinel)
+                if (
+                    state.get("flags") != "master"
+                    or int(state.get("num-other-sentinels", -1)) != len(self.sentinels) - 1
+                ):
+                    return None
+                seen = command(sentinel.port, "SENTINEL", "REPLICAS", self.service)
+                flags = [_pairs(r).get("flags") for r in seen]
+                if flags.count("slave") != replicas:
+                    return None
+            return master
+
+        return wait_for("a healthy sentinel topology", healthy, timeout)
+
+
+class ClusterTopology:
+    """``masters`` Redis Cluster masters on 127.0.0.1 (no replicas), from the shipped ``redis.conf``.
+
+    Each node: ``cluster-enabled yes``, ``cluster-config-file nodes-<port>.conf``,
+    ``cluster-node-timeout 2000`` and ``cluster-port`` another free port; plus
+    ``extra`` (for example ``appendfsync everysec``). Created with
+    ``redis-cli --cluster create ... --cluster-replicas 0 --cluster-yes``;
+    ready when every node says ``cluster_state:ok``.
+    """
+
+    def __init__(
+        self,
+        *,
+        masters: int = 3,
+        conf_file: Path | None = None,
+        dir: Path | None = None,
+        extra: ExtraConfig | None = None,
+        node_timeout_ms: int = 2000,
+        redis_cli: str = "redis-cli",
+    ) -> None:
+        if masters < 3:
+            raise ValueError(f"redis-cli --cluster create needs at least 3 masters, got {masters}")
+        self._masters = masters
+        self._conf_file = conf_file if conf_file is not None else docker_conf("redis.conf")
+        self._dir_arg = dir
+        self._dir: Path | None = None
+        self._owns_dir = False
+        self._extra: list[tuple[str, str]] = (
+            list(extra.items()) if isinstance(extra, Mapping) else list(extra or ())
+        )
+        self._node_timeout_ms = node_timeout_ms
+        self._redis_cli = redis_cli
+        self.nodes: list[RedisServer] = []
+
+    @property
+    def startup_nodes(self) -> list[str]:
+        """``host:port`` of every node, as the ``redis.cluster.nodes`` setting takes them."""
+        return [f"{HOST}:{n.port}" for n in self.nodes]
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start the nodes, create the cluster, and return once every node says cluster_state:ok."""
+        if self.nodes:
+            raise TopologyError("already started")
+        cli = shutil.which(self._redis_cli)
+        if cli is None:
+            raise FileNotFoundError(f"{self._redis_cli!r} not found on PATH")
+        deadline = time.monotonic() + timeout
+        self._dir, self._owns_dir = _base_dir(self._dir_arg, "ponos-cluster-")
+        try:
+            for i in range(self._masters):
+                self.nodes.append(self._start_node(self._dir / f"node-{i}", deadline))
+            create = [cli, "--cluster", "create", *self.startup_nodes, "--cluster-replicas", "0"]
+            result = subprocess.run(
+                [*create, "--cluster-yes"],
+                capture_output=True,
+                text=True,
+                timeout=max(1.0, deadline - time.monotonic()),
+                check=False,
+            )
+            if result.returncode != 0:
+                raise TopologyError(f"{' '.join(create)} failed ({result.returncode}):\n{result.stdout}")
+            self.wait_ok(timeout=max(0.1, deadline - time.monotonic()))
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start_node(self, node_dir: Path, deadline: float) -> RedisServer:
+        """One node on a fixed port pair (the port names the config file), retried if either is taken."""
+        for attempt in range(1, _PORT_ATTEMPTS + 1):
+            port, bus = find_free_port(), find_free_port()
+            if port == bus:
+                continue
+            extra = [
+                ("cluster-enabled", "yes"),
+                ("cluster-config-file", f"nodes-{port}.conf"),
+                ("cluster-node-timeout", str(self._node_timeout_ms)),
+                ("cluster-port", str(bus)),
+                *self._extra,
+            ]
+            node = RedisServer(dir=node_dir, port=port, conf_file=self._conf_file, extra=extra)
+            try:
+                node.start(timeout=max(0.1, deadline - time.monotonic()))
+            except RedisServerError as exc:
+                node.stop()
+                if _ADDRESS_IN_USE in str(exc) and attempt < _PORT_ATTEMPTS:
+                    continue
+                raise
+            return node
+        raise TopologyError(f"no free port pair for a cluster node after {_PORT_ATTEMPTS} attempts")
+
+    def wait_ok(self, timeout: float = 20.0) -> None:
+        """Wait until every running node says cluster_state:ok and knows every node."""
+        for node in self.nodes:
+            if not node.running:
+                continue
+
+            def ok(node: RedisServer = node) -> bool:
+                text = str(command(node.port, "CLUSTER", "INFO"))
+                fields = dict(line.split(":", 1) for line in text.split() if ":" in line)
+                return (
+                    fields.get("cluster_state") == "ok"
+                    and fields.get("cluster_known_nodes") == str(len(self.nodes))
+                    and fields.get("cluster_slots_ok") == "16384"
+                )
+
+            wait_for(f"cluster node on port {node.port}: cluster_state ok", ok, timeout)
+
+    def keyslot(self, key: str) -> int:
+        """The key's hash slot, as the cluster computes it (CLUSTER KEYSLOT)."""
+        return int(command(self.nodes[0].port, "CLUSTER", "KEYSLOT", key))
+
+    def slot_owners(self) -> list[tuple[int, int, int]]:
+        """The slot map as (first slot, last slot, master port), from CLUSTER SLOTS."""
+        reply = command(self.nodes[0].port, "CLUSTER", "SLOTS")
+        return sorted((int(r[0]), int(r[1]), int(r[2][1])) for r in reply)
+
+    def node_for_key(self, key: str) -> RedisServer:
+        """The master that owns ``key``'s slot."""
+        slot = self.keyslot(key)
+        for first, last, port in self.slot_owners():
+            if first <= slot <= last:
+                return next(n for n in self.nodes if n.port == port)
+        raise TopologyError(f"slot {slot} of {key!r} is not served")
+
+    def stop(self) -> None:
+        """SIGKILL every node this topology started and remove its temporary folder. Idempotent."""
+        try:
+            for node in self.nodes:
+                node.stop()
+        finally:
+            if self._owns_dir and self._dir is not None:
+                shutil.rmtree(self._dir, ignore_errors=True)
+                self._owns_dir = False
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
