@@ -46,29 +46,36 @@ local lease_until = now + lease_ms
 local result = {'OK', int(lease_until)}
 local claimed = 0
 
+-- A task whose hash cannot be read (a field edited by hand) is skipped and
+-- left where it is, for an operator to repair; `skipped` steps over it.
+local skipped = 0
 while claimed < limit do
-  local ids = redis.call('ZRANGE', pending_key, 0, limit - claimed - 1)
+  local ids = redis.call('ZRANGE', pending_key, skipped, skipped + limit - claimed - 1)
   if #ids == 0 then break end
   for _, id in ipairs(ids) do
     local task_key = prefix .. 'task:' .. id
     local f = redis.call('HMGET', task_key, 'deadline', 'attempts', 'status')
-    dequeue(task_key, pending_key, prefix, id)
-    if f[3] == 'pending' then
-      if f[1] ~= '' and tonumber(f[1]) <= now then
-        redis.call('HSET', task_key, 'status', 'failed', 'last_error', deadline_text, 'updated_at', int(now))
-        redis.call('ZADD', failed_key, now, id)
-        emit(events_key, maxlen, now, 'task.failed', id, 'failed')
-      else
-        local token = int(redis.call('INCR', fence_key))
-        local attempt = tonumber(f[2]) + 1
-        redis.call('HSET', task_key, 'status', 'processing', 'owner', owner, 'token', token,
-          'lease_until', int(lease_until), 'attempts', int(attempt), 'updated_at', int(now))
-        redis.call('ZADD', processing_key, lease_until, id)
-        emit(events_key, maxlen, now, 'task.claimed', id, 'processing', owner, token)
-        result[#result + 1] = {token, attempt, redis.call('HGETALL', task_key)}
-        record[#record + 1] = {id, token, attempt}
-        claimed = claimed + 1
-      end
+    local deadline, attempts = tonumber(f[1]), tonumber(f[2])
+    if f[3] ~= 'pending' then
+      dequeue(task_key, pending_key, prefix, id)  -- a stale index entry
+    elseif attempts == nil or (f[1] ~= '' and deadline == nil) then
+      skipped = skipped + 1
+    elseif deadline and deadline <= now then
+      dequeue(task_key, pending_key, prefix, id)
+      redis.call('HSET', task_key, 'status', 'failed', 'last_error', deadline_text, 'updated_at', int(now))
+      redis.call('ZADD', failed_key, now, id)
+      emit(events_key, maxlen, now, 'task.failed', id, 'failed')
+    else
+      dequeue(task_key, pending_key, prefix, id)
+      local token = int(redis.call('INCR', fence_key))
+      local attempt = attempts + 1
+      redis.call('HSET', task_key, 'status', 'processing', 'owner', owner, 'token', token,
+        'lease_until', int(lease_until), 'attempts', int(attempt), 'updated_at', int(now))
+      redis.call('ZADD', processing_key, lease_until, id)
+      emit(events_key, maxlen, now, 'task.claimed', id, 'processing', owner, token)
+      result[#result + 1] = {token, attempt, redis.call('HGETALL', task_key)}
+      record[#record + 1] = {id, token, attempt}
+      claimed = claimed + 1
     end
   end
 end

@@ -17,7 +17,8 @@
   ARGV[6] events maxlen
   ARGV[7] task id
   ARGV[8] key prefix         ponos:{ns}:
-  Returns {'OK', status} | {'OK', 'REPLAY'} | {'NOTFOUND'} | {'STALE', current} | {'TRANSITION', status} ]]
+  Returns {'OK', status} | {'OK', 'REPLAY'} | {'NOTFOUND'} | {'STALE', current} | {'TRANSITION', status}
+    | {'CORRUPT', field} ]]
 local task_key, processing_key, failed_key, pending_key, fence_key, events_key =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local now = now_ms(ARGV[1])
@@ -28,6 +29,7 @@ if not retry and cur[1] == 'failed' and cur[2] == token then return {'OK', 'REPL
 local refused = check_held(task_key, token, 'processing')
 if refused then return refused end
 local attempts = tonumber(cur[4])
+if attempts == nil then return {'CORRUPT', 'attempts'} end
 redis.call('ZREM', processing_key, id)
 if retry and attempts < max_attempts then
   local new_token = int(redis.call('INCR', fence_key))

@@ -19,34 +19,43 @@
 local processing_key, pending_key, failed_key, fence_key, events_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local now = now_ms(ARGV[1])
 local max_attempts, batch, maxlen, prefix = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5]
-local ids = redis.call('ZRANGEBYSCORE', processing_key, '-inf', now, 'LIMIT', 0, batch)
-local reaped = 0
-for _, id in ipairs(ids) do
-  local task_key = prefix .. 'task:' .. id
-  local f = redis.call('HMGET', task_key, 'status', 'lease_until', 'attempts')
-  if f[1] ~= 'processing' then
-    redis.call('ZREM', processing_key, id)
-  elseif tonumber(f[2]) <= now then
-    local token = int(redis.call('INCR', fence_key))
-    local attempts = tonumber(f[3])
-    redis.call('ZREM', processing_key, id)
-    local status = 'pending'
-    if attempts < max_attempts then
-      redis.call('HSET', task_key, 'status', 'pending', 'token', token, 'updated_at', int(now))
-      redis.call('HDEL', task_key, 'owner', 'lease_until')
-      enqueue(task_key, pending_key, prefix, id)
+-- A task whose hash cannot be read (a field edited by hand) is skipped and left
+-- where it is, for an operator to repair; `skipped` steps over it.
+local reaped, skipped = 0, 0
+while reaped < batch do
+  local ids = redis.call('ZRANGEBYSCORE', processing_key, '-inf', now, 'LIMIT', skipped, batch - reaped)
+  if #ids == 0 then break end
+  for _, id in ipairs(ids) do
+    local task_key = prefix .. 'task:' .. id
+    local f = redis.call('HMGET', task_key, 'status', 'lease_until', 'attempts')
+    local lease_until, attempts = tonumber(f[2]), tonumber(f[3])
+    if f[1] ~= 'processing' then
+      redis.call('ZREM', processing_key, id)  -- a stale index entry
+    elseif lease_until == nil or attempts == nil then
+      skipped = skipped + 1
+    elseif lease_until > now then
+      redis.call('ZADD', processing_key, lease_until, id)  -- the index lagged a renewal
     else
-      status = 'failed'
-      -- the same text as ponos_redis.backends._common.reap_error
-      redis.call('HSET', task_key, 'status', 'failed', 'token', token, 'updated_at', int(now),
-        'last_error', 'lease expired after ' .. int(attempts) .. ' of ' .. int(max_attempts) .. ' attempts')
-      redis.call('HDEL', task_key, 'lease_until')
-      redis.call('ZADD', failed_key, now, id)
+      local token = int(redis.call('INCR', fence_key))
+      redis.call('ZREM', processing_key, id)
+      local status = 'pending'
+      if attempts < max_attempts then
+        redis.call('HSET', task_key, 'status', 'pending', 'token', token, 'updated_at', int(now))
+        redis.call('HDEL', task_key, 'owner', 'lease_until')
+        enqueue(task_key, pending_key, prefix, id)
+      else
+        status = 'failed'
+        -- the same text as ponos_redis.backends._common.reap_error
+        redis.call('HSET', task_key, 'status', 'failed', 'token', token, 'updated_at', int(now),
+          'last_error', 'lease expired after ' .. int(attempts) .. ' of ' .. int(max_attempts) .. ' attempts')
+        redis.call('HDEL', task_key, 'lease_until')
+        redis.call('ZADD', failed_key, now, id)
+      end
+      emit(events_key, maxlen, now, 'task.reaped', id, status, false, token)
+      reaped = reaped + 1
     end
-    emit(events_key, maxlen, now, 'task.reaped', id, status, false, token)
-    reaped = reaped + 1
   end
 end
 local more = 0
-if #ids == batch then more = 1 end
+if reaped == batch then more = 1 end
 return {'OK', reaped, more}

@@ -10,6 +10,7 @@ from typing import Any
 
 from .errors import (
     AlreadyExistsError,
+    CorruptRecordError,
     InvalidTransitionError,
     NotFoundError,
     PonosStorageError,
@@ -25,12 +26,13 @@ def as_text(value: Any) -> str:
     return str(value)
 
 
-def check(reply: Any, subject: str) -> list[Any]:
+def check(reply: Any, subject: str, *, key: str = "") -> list[Any]:
     """Return the values after ``'OK'``, or raise the error the reply's code names.
 
     Args:
         reply: a script's reply.
         subject: what the call was about (``"task 'x'"``), for the message.
+        key: the record's key, named by CorruptRecordError.
     """
     if not isinstance(reply, list) or not reply:
         raise PonosStorageError(f"{subject}: unexpected script reply {reply!r}")
@@ -46,6 +48,8 @@ def check(reply: Any, subject: str) -> list[Any]:
         raise StaleLeaseError(f"{subject}: the token or lease is no longer current{current}")
     if code == "TRANSITION":
         raise InvalidTransitionError(f"{subject}: not allowed from its current state ({detail})")
+    if code == "CORRUPT":
+        raise CorruptRecordError(key or subject, f"field {detail!r} cannot be decoded")
     if code == "EXISTS":
         raise AlreadyExistsError(f"a different task with id {detail!r} already exists")
     raise PonosStorageError(f"{subject}: script answered {code} {detail}")

@@ -75,7 +75,7 @@ def docker_conf(name: str) -> Path:
 
 def command(port: int, *args: Any, timeout: float = _COMMAND_TIMEOUT) -> Any:
     """One command to the server on 127.0.0.1:``port``, with a fresh client that does not retry."""
-    client = redis.Redis(
+    client: Any = redis.Redis(  # Any: the sync client's execute_command is untyped
         host=HOST,
         port=port,
         socket_connect_timeout=_CONNECT_TIMEOUT,
@@ -516,6 +516,7 @@ class ClusterTopology:
         self,
         *,
         masters: int = 3,
+        replicas: int = 0,
         conf_file: Path | None = None,
         dir: Path | None = None,
         extra: ExtraConfig | None = None,
@@ -524,7 +525,10 @@ class ClusterTopology:
     ) -> None:
         if masters < 3:
             raise ValueError(f"redis-cli --cluster create needs at least 3 masters, got {masters}")
+        if replicas < 0:
+            raise ValueError(f"replicas must be >= 0, got {replicas}")
         self._masters = masters
+        self._replicas = replicas
         self._conf_file = conf_file if conf_file is not None else docker_conf("redis.conf")
         self._dir_arg = dir
         self._dir: Path | None = None
@@ -551,9 +555,16 @@ class ClusterTopology:
         deadline = time.monotonic() + timeout
         self._dir, self._owns_dir = _base_dir(self._dir_arg, "ponos-cluster-")
         try:
-            for i in range(self._masters):
+            for i in range(self._masters * (1 + self._replicas)):
                 self.nodes.append(self._start_node(self._dir / f"node-{i}", deadline))
-            create = [cli, "--cluster", "create", *self.startup_nodes, "--cluster-replicas", "0"]
+            create = [
+                cli,
+                "--cluster",
+                "create",
+                *self.startup_nodes,
+                "--cluster-replicas",
+                str(self._replicas),
+            ]
             result = subprocess.run(
                 [*create, "--cluster-yes"],
                 capture_output=True,
@@ -593,7 +604,9 @@ class ClusterTopology:
         raise TopologyError(f"no free port pair for a cluster node after {_PORT_ATTEMPTS} attempts")
 
     def wait_ok(self, timeout: float = 20.0) -> None:
-        """Wait until every running node says cluster_state:ok and knows every node."""
+        """Wait until every running node says cluster_state:ok and knows every node, and
+        every running replica's link to its master is up."""
+        deadline = time.monotonic() + timeout
         for node in self.nodes:
             if not node.running:
                 continue
@@ -607,7 +620,15 @@ class ClusterTopology:
                     and fields.get("cluster_slots_ok") == "16384"
                 )
 
-            wait_for(f"cluster node on port {node.port}: cluster_state ok", ok, timeout)
+            wait_for(f"cluster node on port {node.port}: cluster_state ok", ok, deadline - time.monotonic())
+
+            def linked(node: RedisServer = node) -> bool:
+                fields = info(node.port, "replication")
+                return fields.get("role") == "master" or fields.get("master_link_status") == "up"
+
+            wait_for(
+                f"cluster node on port {node.port}: replication link up", linked, deadline - time.monotonic()
+            )
 
     def keyslot(self, key: str) -> int:
         """The key's hash slot, as the cluster computes it (CLUSTER KEYSLOT)."""

@@ -22,6 +22,7 @@ from typing import Any, Self, TypeVar
 
 import msgspec
 from redis import exceptions as rexc
+from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
 
 from .. import _codec as codec
@@ -73,6 +74,14 @@ _READ_ONLY_SCRIPTS = frozenset({"is_processed"})
 _NOTFOUND = frozenset({"NOTFOUND"})
 _STALE = frozenset({"STALE"})
 _REAP_BATCH = 500
+# Errors after which a cluster client must rediscover the slot map (see _cluster_attempt).
+_CLUSTER_LAYOUT_ERRORS = (
+    rexc.ConnectionError,
+    rexc.TimeoutError,
+    rexc.ClusterDownError,
+    rexc.MovedError,
+    rexc.AskError,
+)
 _EVENT_BATCH = 500
 _LIST_BATCH = 1000
 
@@ -105,6 +114,7 @@ class _RedisStore:
         self._settings = settings
         self._clock = clock
         self._owns_client = owns_client
+        self._cluster = isinstance(client, RedisCluster)
         self._closed = False
         self._scripts: dict[str, AsyncScript] = {
             name: client.register_script(script_source(name)) for name in SCRIPT_NAMES
@@ -203,7 +213,28 @@ class _RedisStore:
 
     async def _io(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
         self._check_open()
+        if self._cluster:
+            call = functools.partial(self._cluster_attempt, call)
         return await retrying(self._redis.retry, call, what)
+
+    async def _cluster_attempt(self, call: Callable[[], Awaitable[T]]) -> T:
+        """One attempt on a cluster, rediscovering the cluster's layout after it failed.
+
+        With redis-py's own retry off, its single commands mark the slot map for
+        a refresh after a connection error, but its pipelines do not, and a
+        MOVED that a pipeline was told not to follow leaves the map stale: the
+        next attempt would go to the same dead or wrong node. Closing the
+        client's connections makes the next command rediscover the layout
+        (what redis-py's pipeline retry does itself); a no-op when the client
+        already marked itself for a refresh.
+        """
+        try:
+            return await call()
+        except rexc.MaxConnectionsError:
+            raise
+        except _CLUSTER_LAYOUT_ERRORS:
+            await self._r.aclose()
+            raise
 
     async def _script(
         self,
@@ -247,9 +278,19 @@ class _RedisStore:
             for _ in range(2):
                 pipe = self._r.pipeline(transaction=False)
                 pipe.evalsha(script.sha, len(keys), *keys, *args)
-                pipe.wait(self._redis.replicas, self._redis.wait_timeout_ms)
                 try:
-                    reply, acked = await pipe.execute()
+                    if self._cluster:
+                        # WAIT counts the replicas that have this connection's writes. On a cluster
+                        # it goes to the master of the keys' slot, where a pipeline sends both
+                        # commands on one connection; a redirected EVALSHA would run elsewhere and
+                        # the WAIT confirm nothing, so MOVED/ASK is not followed but retried.
+                        await self._r.initialize()
+                        node = self._r.get_node_from_key(keys[0])
+                        pipe.wait(self._redis.replicas, self._redis.wait_timeout_ms, target_nodes=node)
+                        reply, acked = await pipe.execute(allow_redirections=False)
+                    else:
+                        pipe.wait(self._redis.replicas, self._redis.wait_timeout_ms)
+                        reply, acked = await pipe.execute()
                 except rexc.NoScriptError:
                     await self._r.script_load(script.script)
                     continue
@@ -304,51 +345,67 @@ class _RedisStore:
             )
 
     async def server_facts(self) -> ServerFacts:
-        """What the server reports about its persistence and replication."""
+        """What the server reports about its persistence and replication.
+
+        On a cluster: what the node answering keyless commands reports; the
+        durability check at open asks every primary (:meth:`cluster_facts`).
+        """
+        return await self._io("durability check", self._gather_facts)
+
+    async def cluster_facts(self) -> dict[str, ServerFacts]:
+        """On a cluster: each primary's facts, by ``host:port``."""
+
+        async def gather() -> dict[str, ServerFacts]:
+            await self._r.initialize()
+            return {node.name: await self._gather_facts(node) for node in self._r.get_primaries()}
+
+        return await self._io("durability check", gather)
+
+    async def _gather_facts(self, node: Any = None) -> ServerFacts:
+        """The facts of one server (on a cluster: of ``node``, a ``ClusterNode``)."""
+        target: dict[str, Any] = {} if node is None else {"target_nodes": node}
 
         async def config_get(name: str) -> str:
             try:
-                reply = await self._r.config_get(name)
+                reply = await self._r.config_get(name, **target)
             except rexc.ResponseError:
                 return "unknown"
             values = list(reply.values()) if isinstance(reply, dict) else []
             return as_text(values[0]) if values else "unknown"
 
-        async def gather() -> ServerFacts:
-            replicas: int | None
-            try:
-                info = await self._r.info("replication")
-                replicas = int(info.get("connected_slaves", 0))
-            except rexc.ResponseError:
-                replicas = None
-            return ServerFacts(
-                appendonly=await config_get("appendonly"),
-                appendfsync=await config_get("appendfsync"),
-                maxmemory_policy=await config_get("maxmemory-policy"),
-                connected_replicas=replicas,
-                min_replicas_to_write=await config_get("min-replicas-to-write"),
-            )
-
-        return await self._io("durability check", gather)
+        replicas: int | None
+        try:
+            info = await self._r.info("replication", **target)
+            replicas = int(info.get("connected_slaves", 0))
+        except rexc.ResponseError:
+            replicas = None
+        return ServerFacts(
+            appendonly=await config_get("appendonly"),
+            appendfsync=await config_get("appendfsync"),
+            maxmemory_policy=await config_get("maxmemory-policy"),
+            connected_replicas=replicas,
+            min_replicas_to_write=await config_get("min-replicas-to-write"),
+            cluster=node is not None,
+        )
 
     async def _check_durability(self) -> None:
-        if isinstance(self._client, aioredis_cluster()):
-            return
-        facts = await self.server_facts()
-        problems = assess(self._redis.durability, self._redis.replicas, facts)
+        if self._cluster:
+            # Every primary holds some namespaces: each must keep the promise.
+            problems = [
+                f"{name}: {problem}"
+                for name, facts in (await self.cluster_facts()).items()
+                for problem in assess(self._redis.durability, self._redis.replicas, facts)
+            ]
+            where = "the cluster"
+        else:
+            problems = assess(self._redis.durability, self._redis.replicas, await self.server_facts())
+            where = redact(self._redis.url or "the configured Redis")
         if not problems:
             return
-        where = redact(self._redis.url or "the configured Redis")
         text = f"{where} cannot keep durability {self._redis.durability!r}: " + "; ".join(problems)
         if self._redis.strict:
             raise DurabilityError(text)
         log.warning("%s", text)
-
-
-def aioredis_cluster() -> type:
-    from redis.asyncio.cluster import RedisCluster
-
-    return RedisCluster
 
 
 class RedisAggregatorStore(_RedisStore):
@@ -702,7 +759,7 @@ class RedisAggregatorStore(_RedisStore):
             ],
             replayed=_STALE if retry else frozenset(),
         )
-        check(reply, f"task {task_id!r}")
+        check(reply, f"task {task_id!r}", key=self.keys.task(task_id))
 
     async def release_task(self, task_id: str, token: int) -> None:
         """Give a task you hold back to pending (it gets a new token)."""

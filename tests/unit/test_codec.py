@@ -166,7 +166,7 @@ def test_field_formats_are_the_documented_ones() -> None:
     assert perf["last_health_check"] == ""
     assert perf["container_healthy"] == "true"
     assert perf["application_healthy"] == "false"
-    assert json.loads(perf["environment_vars"]) == [  # type: ignore[arg-type]
+    assert json.loads(perf["environment_vars"]) == [
         {"name": "A", "value": "1", "value_from_env": ""},
         {"name": "SECRET", "value": "", "value_from_env": "HOST_SECRET"},
         {"name": "Q", "value": 'quote " and , comma', "value_from_env": ""},
@@ -180,7 +180,7 @@ def test_field_formats_are_the_documented_ones() -> None:
     assert dep["completed_at"] == ""
     avs = codec.encode_record(RECORDS[7])
     assert avs["curve_type"] == "bn254"
-    assert json.loads(avs["executor_operator_set_ids"]) == [1, 2, 2**53 - 1]  # type: ignore[arg-type]
+    assert json.loads(avs["executor_operator_set_ids"]) == [1, 2, 2**53 - 1]
 
 
 def test_times_in_any_zone_round_trip_as_the_same_instant_in_utc() -> None:
@@ -256,7 +256,7 @@ def _stored_task_record(**overrides: bytes) -> dict[bytes, bytes]:
             b"updated_at": b"1767323045679",
         }
     )
-    fields.update(overrides)
+    fields.update({name.encode(): value for name, value in overrides.items()})
     return fields
 
 
@@ -275,6 +275,8 @@ def test_pending_task_record_has_no_lease() -> None:
     for name in (b"owner", b"token", b"lease_until"):
         del fields[name]
     record = codec.decode_task_record(KEY, fields)
+    assert record.status is TaskStatus.PENDING
+    assert record.attempts == 0
     assert (record.owner, record.token, record.lease_until) == (None, None, None)
 
 

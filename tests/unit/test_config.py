@@ -253,4 +253,4 @@ async def test_open_with_a_bad_config_raises_before_io(opener: Any) -> None:
 def test_open_raises_at_call_time_not_at_await() -> None:
     cfg = StorageConfig.from_dict({"redis": {"url": UNREACHABLE}})
     with pytest.raises(InvalidInputError):
-        open_aggregator_store(cfg, namespace="bad ns!")
+        _ = open_aggregator_store(cfg, namespace="bad ns!")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import pytest
 
 from ponos_redis._durability import ServerFacts, assess
@@ -17,9 +20,8 @@ UNKNOWN = ServerFacts()
 DURABILITIES = ["none", "aof", "replicated"]
 
 
-def _facts(**changes: object) -> ServerFacts:
-    values = {**GOOD.__dict__, **changes}
-    return ServerFacts(**values)  # type: ignore[arg-type]
+def _facts(**changes: Any) -> ServerFacts:
+    return dataclasses.replace(GOOD, **changes)
 
 
 @pytest.mark.parametrize("durability", DURABILITIES)

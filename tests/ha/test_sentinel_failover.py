@@ -1,0 +1,188 @@
+"""Sentinel failover under load, on real processes: a master, two replicas, three sentinels.
+
+Two aggregator stores (``durability: replicated``, one replica acknowledgement)
+save, claim and complete tasks from several coroutines while the master gets
+SIGKILL. The callers handle nothing but the two unknown-outcome errors
+(DurabilityError, StoreUnavailableError), which are recorded and never counted
+as acknowledged. Afterwards every acknowledged save and completion is on the
+new master; work resumed within RESUME_BOUND_S; the old master, restarted on
+its folder, is never what the stores talk to and rejoins as a replica within
+REJOIN_BOUND_S. The new master starts with an empty script cache: the load
+going on proves the NOSCRIPT reload (its NOSCRIPT error count is checked).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis.asyncio as aioredis
+from _ha_support import Ledger, error_count, make_task, needs, produce, storage_config, wait_until, work
+
+from ponos_redis import DurabilityError, TaskStatus, open_aggregator_store
+from ponos_redis._redis_server import RedisServer
+from ponos_redis._topology import SentinelTopology, command, role
+from ponos_redis.keys import Keys
+
+pytestmark = [
+    pytest.mark.redis_only,
+    pytest.mark.timeout(120),
+    needs("redis-server", "redis-sentinel"),
+]
+
+# Writes resume within this bound after SIGKILL of the master (measured here: ~2.5-4 s;
+# down-after-milliseconds is 1000).
+RESUME_BOUND_S = 15.0
+# The restarted old master says ROLE slave within this bound (Sentinel waits ~8 s, plus
+# up to one 10 s INFO period, before it reconfigures a master that came back).
+REJOIN_BOUND_S = 30.0
+HEALTHY_BOUND_S = 40.0
+
+
+@pytest.fixture(scope="module")
+def topology() -> Iterator[SentinelTopology]:
+    with SentinelTopology(replicas=2, sentinels=3, down_after_ms=1000, failover_timeout_ms=5000) as topo:
+        yield topo
+
+
+@pytest.fixture
+def healthy(topology: SentinelTopology) -> SentinelTopology:
+    """The shared topology, all processes up and the sentinels agreeing (a test that
+    failed half-way may have left a node down)."""
+    for node in [*topology.nodes, *topology.sentinels]:
+        if not node.running:
+            topology.restart(node)
+    topology.wait_healthy(timeout=HEALTHY_BOUND_S)
+    return topology
+
+
+def replicated(topology: SentinelTopology, namespace: str) -> dict[str, object]:
+    return {
+        "sentinel": {"hosts": topology.sentinel_hosts, "service": topology.service},
+        "durability": "replicated",
+        "replicas": 1,
+        "wait_timeout_ms": 1000,
+        "socket_timeout_s": 2.0,
+        "connect_timeout_s": 0.5,
+        # Enough to ride through a failover: ~36 jittered waits of up to 0.5 s (~9 s on average).
+        "retry": {"attempts": 40, "max_backoff_ms": 500},
+    }
+
+
+async def test_store_opened_with_a_sentinel_url_works(
+    healthy: SentinelTopology, redis_namespace: str
+) -> None:
+    url = healthy.url
+    assert url.startswith("redis+sentinel://127.0.0.1:") and url.endswith("/ponos")
+    cfg = storage_config(
+        redis_namespace, {"url": url, "durability": "replicated", "replicas": 1, "strict": True}
+    )
+    async with open_aggregator_store(cfg) as store:
+        assert await store.save_task(make_task("via-url"))
+        (claimed,) = await store.claim_tasks("w", limit=1, lease_s=30)
+        await store.complete_task("via-url", claimed.token)
+        assert (await store.get_task("via-url")).status == TaskStatus.COMPLETED
+    # The plain-string form of the config is the same URL.
+    async with open_aggregator_store(url, namespace=redis_namespace) as store:
+        assert (await store.get_task("via-url")).status == TaskStatus.COMPLETED
+    master = healthy.master()
+    key = Keys(redis_namespace).task("via-url")
+    assert command(master.port, "HGET", key, "status") == "completed", "written to the sentinels' master"
+
+
+async def _statuses(port: int, keys: Keys, ids: set[str]) -> dict[str, str | None]:
+    """Each task's status as the server on ``port`` has it (one pipeline, behind the stores' back)."""
+    client = aioredis.Redis(host="127.0.0.1", port=port, socket_timeout=5, decode_responses=True)
+    try:
+        ordered = sorted(ids)
+        pipe = client.pipeline(transaction=False)
+        for task_id in ordered:
+            pipe.hget(keys.task(task_id), "status")
+        return dict(zip(ordered, await pipe.execute(), strict=True))
+    finally:
+        await client.aclose()
+
+
+async def test_failover_under_load_loses_no_acknowledged_write(
+    healthy: SentinelTopology, redis_namespace: str
+) -> None:
+    topo = healthy
+    keys = Keys(redis_namespace)
+    cfg = storage_config(redis_namespace, replicated(topo, redis_namespace))
+    ledger = Ledger()
+    stop = asyncio.Event()
+    old = topo.master()
+    noscript_before = {n.port: error_count(n.port, "NOSCRIPT") for n in topo.nodes}
+
+    async with open_aggregator_store(cfg) as a, open_aggregator_store(cfg) as b:
+        async with asyncio.timeout(90), asyncio.TaskGroup() as load:
+            for i, store in enumerate((a, b)):
+                load.create_task(produce(store, f"p{i}", ledger, stop))
+                for w in range(2):
+                    load.create_task(work(store, f"worker-{i}-{w}", ledger, stop))
+
+            await wait_until("load under way", lambda: len(ledger.completed) >= 100, 20)
+            t_kill = time.monotonic()
+            await asyncio.to_thread(old.kill)
+            completed_at_kill = len(ledger.completed)
+
+            new = await asyncio.to_thread(topo.wait_for_failover, old, RESUME_BOUND_S)
+            failover_s = time.monotonic() - t_kill
+            # Restart the old master at once, on its folder: for a while it is a master
+            # again, with its stale data, and no store may be sent to it.
+            await asyncio.to_thread(topo.restart, old)
+            t_restart = time.monotonic()
+
+            await wait_until(
+                f"writes resuming within {RESUME_BOUND_S} s of the kill",
+                lambda: len(ledger.acks_started_after(t_kill)) >= 20,
+                RESUME_BOUND_S - (time.monotonic() - t_kill),
+            )
+            resume_s = min(end for _, end in ledger.acks_started_after(t_kill)) - t_kill
+            await wait_until(
+                "load after the failover", lambda: len(ledger.completed) >= completed_at_kill + 100, 20
+            )
+
+            # Stale state never reaches a store: written now, seen by both stores, and
+            # absent from the old master while it still plays master.
+            assert await asyncio.to_thread(topo.master_port) == new.port
+            await a.save_task(make_task("after-failover"))
+            assert (await b.get_task("after-failover")).status == TaskStatus.PENDING
+            old_role = role(old)
+            if old_role == "master":
+                assert command(old.port, "EXISTS", keys.task("after-failover")) == 0
+            stop.set()
+
+        # Everything acknowledged is on the new master.
+        assert ledger.saved and ledger.completed
+        saved = await _statuses(new.port, keys, ledger.saved)
+        assert [t for t, s in saved.items() if s is None] == [], "acknowledged saves lost"
+        done = await _statuses(new.port, keys, ledger.completed)
+        assert {t for t, s in done.items() if s != "completed"} == set(), "acknowledged completions lost"
+        for task_id in sorted(ledger.completed)[:20]:  # and through a store
+            assert (await b.get_task(task_id)).status == TaskStatus.COMPLETED
+        # The promoted replica had no scripts: EVALSHA got NOSCRIPT there and the stores reloaded.
+        assert error_count(new.port, "NOSCRIPT") > noscript_before[new.port]
+
+    rejoin_s = await asyncio.to_thread(_wait_rejoined, topo, old, t_restart)
+    assert command(old.port, "EXISTS", keys.task("after-failover")) == 1, "the old master resynced"
+    print(
+        f"\nsentinel failover: master SIGKILLed on port {old.port}; sentinels named port {new.port} "
+        f"after {failover_s:.2f} s; writes resumed after {resume_s:.2f} s (bound {RESUME_BOUND_S} s); "
+        f"old master was {old_role} right after its restart and said ROLE slave {rejoin_s:.1f} s "
+        f"after it (bound {REJOIN_BOUND_S} s); acknowledged: {len(ledger.saved)} saves, "
+        f"{len(ledger.completed)} completions; unknown outcomes: {len(ledger.unknown)} "
+        f"{sorted(set(ledger.unknown))}"
+    )
+    assert all(kind in {DurabilityError.__name__, "StoreUnavailableError"} for _, kind in ledger.unknown)
+
+
+def _wait_rejoined(topo: SentinelTopology, old: RedisServer, t_restart: float) -> float:
+    """Seconds from the restart until the old master says ROLE slave (then its link is up too)."""
+    topo.wait_role(old, "slave", REJOIN_BOUND_S - (time.monotonic() - t_restart))
+    rejoined = time.monotonic() - t_restart
+    assert topo.group is not None
+    topo.group.wait_link_up(old, timeout=HEALTHY_BOUND_S)
+    return rejoined
