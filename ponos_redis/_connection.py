@@ -14,6 +14,9 @@ Which errors are retried, and why a retry is safe:
   rediscover the master on the next attempt.
 - ``TRYAGAIN``, ``CLUSTERDOWN``, ``MOVED``/``ASK`` left over by the cluster
   client: the cluster is resharding or failing over; nothing was applied.
+- The cluster client's ``SlotNotCoveredError``, and its "cannot be connected"
+  (no node answered; a connection error underneath): its slot map is being
+  rebuilt or no node is up. Other ``RedisClusterException`` are bugs.
 
 redis-py's own retry is switched off (``Retry(NoBackoff(), 0)``) so this is the
 only retry layer: bounded attempts, jittered exponential backoff.
@@ -54,6 +57,12 @@ def is_transient(exc: BaseException) -> bool:
         return True
     if isinstance(exc, rexc.ClusterDownError | rexc.TryAgainError | rexc.MovedError | rexc.AskError):
         return True
+    if isinstance(exc, rexc.SlotNotCoveredError):
+        return True  # the cluster client's slot map is being rebuilt
+    if isinstance(exc, rexc.RedisClusterException):
+        # Not a RedisError: "cannot be connected" (no startup node answered) chains the
+        # connection error; anything else (a key outside any slot, ...) is a bug, not retried.
+        return exc.__cause__ is not None and is_transient(exc.__cause__)
     return isinstance(exc, rexc.ResponseError) and str(exc).startswith(_RETRIED_REPLIES)
 
 
@@ -89,7 +98,7 @@ async def retrying(policy: RetrySettings, call: Callable[[], Awaitable[T]], what
         raise AssertionError("unreachable: tenacity reraises the last error")
     except PonosStorageError:
         raise
-    except rexc.RedisError as exc:
+    except (rexc.RedisError, rexc.RedisClusterException) as exc:
         if is_transient(exc):
             raise StoreUnavailableError(
                 f"{what}: Redis unavailable after {policy.attempts} attempts ({type(exc).__name__}: "
@@ -148,15 +157,38 @@ def connect(settings: RedisSettings) -> RedisClient:
             kwargs["password"] = url_password
     else:
         assert settings.url is not None
+        if settings.url.startswith("unix://"):
+            del kwargs["socket_keepalive"]  # a TCP option; Unix sockets refuse it
         return aioredis.Redis.from_url(
             settings.url, health_check_interval=settings.health_check_interval_s, **kwargs
         )
     sentinel_kwargs: dict[str, Any] = {
         "socket_timeout": settings.connect_timeout_s,
         "socket_connect_timeout": settings.connect_timeout_s,
+        # Without it each sentinel query retries 10 times (redis-py's default), so a dead
+        # sentinel would hold up the discovery of the master by seconds: one retry layer only.
+        "retry": Retry(NoBackoff(), 0),
     }
     sentinel = Sentinel(hosts, sentinel_kwargs=sentinel_kwargs, **kwargs)  # type: ignore[no-untyped-call]
-    master: aioredis.Redis = sentinel.master_for(
-        service, db=db, health_check_interval=settings.health_check_interval_s
+    master: _SentinelMaster = sentinel.master_for(
+        service,
+        redis_class=_SentinelMaster,
+        db=db,
+        health_check_interval=settings.health_check_interval_s,
     )
+    master.sentinel_clients = list(sentinel.sentinels)
     return master
+
+
+class _SentinelMaster(aioredis.Redis):
+    """The client of a Sentinel service's master; closing it also closes its clients of the
+    sentinels, which redis-py leaves open (each store would leak a connection per sentinel)."""
+
+    sentinel_clients: list[aioredis.Redis]
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        try:
+            await super().aclose(close_connection_pool)
+        finally:
+            for client in getattr(self, "sentinel_clients", ()):
+                await client.aclose()

@@ -13,10 +13,13 @@ started are ever signalled.
   the fast order measured in REDIS-NOTES: master (PING), replicas
   (``master_link_status:up``), then the sentinels, ready once each sentinel
   sees the other sentinels and every replica (~2.1 s; all at once takes 5-10 s).
-- :class:`ClusterTopology`: N masters with ``cluster-enabled yes``, joined by
-  ``redis-cli --cluster create``, ready when every node says
-  ``cluster_state:ok`` (~2-4 s). The cluster bus port is another free port
-  (the default, port + 10000, may fall outside the usable range).
+- :class:`ClusterTopology`: N masters (optionally with replicas) with
+  ``cluster-enabled yes``, joined by ``redis-cli --cluster create``, ready
+  when every node says ``cluster_state:ok`` (~2.1 s for 3 masters, with or
+  without a replica each). The cluster bus port is another free port (the
+  default, port + 10000, may fall outside the usable range). The shipped
+  ``appendfsync always`` is kept: on this machine it did not slow the
+  contract suite down measurably against ``everysec``.
 
 >>> with SentinelTopology() as topo:  # doctest: +SKIP
 ...     old = topo.kill_master()  # SIGKILL
@@ -57,8 +60,8 @@ _CONNECT_TIMEOUT = 0.2
 _COMMAND_TIMEOUT = 2.0
 _PORT_ATTEMPTS = 5
 _ADDRESS_IN_USE = "Address already in use"
-# Sentinel settings a SentinelTopology rewrites in the base file (the rest stand as shipped).
-_SENTINEL_MASTER_LINES = ("monitor", "down-after-milliseconds", "failover-timeout")
+# The base sentinel.conf's timings that a SentinelTopology replaces with its own.
+_SENTINEL_TIMINGS = ("down-after-milliseconds", "failover-timeout")
 
 
 class TopologyError(RuntimeError):
@@ -254,10 +257,12 @@ def sentinel_conf_text(
     down_after_ms: int,
     failover_timeout_ms: int,
 ) -> str:
-    """The base sentinel.conf with its master rewritten in place: name, address, quorum, timings.
+    """The base sentinel.conf with its master renamed to ``service`` and re-addressed.
 
-    In place, because a sentinel reads ``sentinel <option> <name>`` lines only
-    after the ``sentinel monitor <name>`` line that declares the master.
+    The ``sentinel monitor`` line is replaced in place and followed by the test
+    timings (a sentinel reads ``sentinel <option> <name>`` lines only after the
+    line that declares the master); the base's own timing lines are commented
+    out, and its other lines for that master (``parallel-syncs``, ...) kept.
     """
     monitored = None
     for line in base.splitlines():
@@ -266,20 +271,21 @@ def sentinel_conf_text(
             monitored = words[2]
     if monitored is None:
         raise TopologyError("the base sentinel.conf has no 'sentinel monitor' line")
-    values = {
-        "monitor": f"{HOST} {master_port} {quorum}",
-        "down-after-milliseconds": str(down_after_ms),
-        "failover-timeout": str(failover_timeout_ms),
-    }
-    lines = [f"# Copied from the shipped sentinel.conf; master '{monitored}' renamed and retimed for tests."]
+    lines = [f"# Copied from the shipped sentinel.conf; master '{monitored}' re-addressed and retimed."]
     for line in base.splitlines():
         words = line.split()
-        if len(words) >= 3 and words[0].lower() == "sentinel" and words[2] == monitored:
-            option = words[1].lower()
-            rest = values[option] if option in _SENTINEL_MASTER_LINES else " ".join(words[3:])
-            lines.append(f"sentinel {option} {service} {rest}".rstrip())
-        else:
+        if not (len(words) >= 3 and words[0].lower() == "sentinel" and words[2] == monitored):
             lines.append(line)
+            continue
+        option = words[1].lower()
+        if option == "monitor":
+            lines.append(f"sentinel monitor {service} {HOST} {master_port} {quorum}")
+            lines.append(f"sentinel down-after-milliseconds {service} {down_after_ms}")
+            lines.append(f"sentinel failover-timeout {service} {failover_timeout_ms}")
+        elif option in _SENTINEL_TIMINGS:
+            lines.append(f"# [SentinelTopology] {line}")
+        else:
+            lines.append(" ".join(["sentinel", option, service, *words[3:]]))
     return "\n".join(lines) + "\n"
 
 
@@ -503,13 +509,16 @@ class SentinelTopology:
 
 
 class ClusterTopology:
-    """``masters`` Redis Cluster masters on 127.0.0.1 (no replicas), from the shipped ``redis.conf``.
+    """``masters`` Redis Cluster masters on 127.0.0.1, each with ``replicas`` replicas,
+    from the shipped ``redis.conf``.
 
     Each node: ``cluster-enabled yes``, ``cluster-config-file nodes-<port>.conf``,
     ``cluster-node-timeout 2000`` and ``cluster-port`` another free port; plus
     ``extra`` (for example ``appendfsync everysec``). Created with
-    ``redis-cli --cluster create ... --cluster-replicas 0 --cluster-yes``;
-    ready when every node says ``cluster_state:ok``.
+    ``redis-cli --cluster create ... --cluster-replicas <replicas> --cluster-yes``;
+    ready when every node says ``cluster_state:ok`` and every replica's link is up.
+    A killed master's replica takes over after ~3.5-4.5 s (``node_timeout_ms``
+    2000); the old master, restarted, rejoins as a replica of it.
     """
 
     def __init__(
@@ -630,13 +639,19 @@ class ClusterTopology:
                 f"cluster node on port {node.port}: replication link up", linked, deadline - time.monotonic()
             )
 
+    def _any_port(self) -> int:
+        for node in self.nodes:
+            if node.running:
+                return node.port
+        raise TopologyError("no cluster node is running")
+
     def keyslot(self, key: str) -> int:
         """The key's hash slot, as the cluster computes it (CLUSTER KEYSLOT)."""
-        return int(command(self.nodes[0].port, "CLUSTER", "KEYSLOT", key))
+        return int(command(self._any_port(), "CLUSTER", "KEYSLOT", key))
 
     def slot_owners(self) -> list[tuple[int, int, int]]:
-        """The slot map as (first slot, last slot, master port), from CLUSTER SLOTS."""
-        reply = command(self.nodes[0].port, "CLUSTER", "SLOTS")
+        """The slot map as (first slot, last slot, master port), from CLUSTER SLOTS of a running node."""
+        reply = command(self._any_port(), "CLUSTER", "SLOTS")
         return sorted((int(r[0]), int(r[1]), int(r[2][1])) for r in reply)
 
     def node_for_key(self, key: str) -> RedisServer:
@@ -646,6 +661,24 @@ class ClusterTopology:
             if first <= slot <= last:
                 return next(n for n in self.nodes if n.port == port)
         raise TopologyError(f"slot {slot} of {key!r} is not served")
+
+    def restart(self, node: RedisServer, timeout: float = 10.0) -> None:
+        """Start a killed node again on its folder, port and config (and so its nodes file)."""
+        if node not in self.nodes:
+            raise TopologyError(f"{node!r} is not part of this cluster")
+        node.start(timeout=timeout)
+
+    def wait_for_failover(self, old: RedisServer, timeout: float = 20.0) -> None:
+        """Wait until no slot is served by ``old`` any more and every running node says ok."""
+
+        def moved() -> bool:
+            if any(port == old.port for _, _, port in self.slot_owners()):
+                return False
+            return all(
+                "cluster_state:ok" in str(command(n.port, "CLUSTER", "INFO")) for n in self.nodes if n.running
+            )
+
+        wait_for(f"cluster failover away from port {old.port}", moved, timeout)
 
     def stop(self) -> None:
         """SIGKILL every node this topology started and remove its temporary folder. Idempotent."""

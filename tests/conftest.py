@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -21,7 +21,8 @@ from ponos_redis import AggregatorStore, ExecutorStore, ManualClock, StorageConf
 from ponos_redis.backends.memory import MemoryAggregatorStore, MemoryExecutorStore
 from ponos_redis.backends.redis import RedisAggregatorStore, RedisExecutorStore
 
-BACKENDS = ["memory", "redis"]
+# "redis-cluster": the same suite on a three-master Redis Cluster, namespaces spread over its shards.
+BACKENDS = ["memory", "redis", "redis-cluster"]
 
 AggregatorFactory = Callable[..., Awaitable[AggregatorStore]]
 ExecutorFactory = Callable[..., Awaitable[ExecutorStore]]
@@ -50,8 +51,9 @@ _TASK_TUNING = {"default_lease_s", "max_attempts", "retention_s", "max_payload_b
 class RedisStoreFactory:
     """Builds Redis stores on the session's server with the fake's tuning keywords."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str | None = None, *, cluster_nodes: list[str] | None = None) -> None:
         self.url = url
+        self.cluster_nodes = cluster_nodes
 
     def config(self, namespace: str, **tuning: Any) -> StorageConfig:
         tasks = {k: tuning.pop(k) for k in list(tuning) if k in _TASK_TUNING}
@@ -59,7 +61,14 @@ class RedisStoreFactory:
             {
                 "type": "redis",
                 "namespace": namespace,
-                "redis": {"url": self.url, "durability": "none"},
+                "redis": {
+                    **(
+                        {"cluster": {"nodes": self.cluster_nodes}}
+                        if self.cluster_nodes
+                        else {"url": self.url}
+                    ),
+                    "durability": "none",
+                },
                 "tasks": tasks,
                 **tuning,
             }
@@ -77,6 +86,20 @@ def redis_store_factory(redis_url: str) -> RedisStoreFactory:
     return RedisStoreFactory(redis_url)
 
 
+@pytest.fixture(scope="session")
+def redis_cluster_store_factory() -> Iterator[RedisStoreFactory]:
+    from ponos_redis._topology import ClusterTopology
+
+    with ClusterTopology(masters=3) as cluster:
+        yield RedisStoreFactory(cluster_nodes=cluster.startup_nodes)
+
+
+def _redis_factory(request: pytest.FixtureRequest, backend: str) -> RedisStoreFactory:
+    name = "redis_cluster_store_factory" if backend == "redis-cluster" else "redis_store_factory"
+    factory: RedisStoreFactory = request.getfixturevalue(name)
+    return factory
+
+
 @pytest.fixture
 async def make_aggregator(
     backend: str, namespace: str, clock: ManualClock, request: pytest.FixtureRequest
@@ -89,8 +112,7 @@ async def make_aggregator(
         if backend == "memory":
             store = MemoryAggregatorStore(ns, clock=clock, **tuning)
         else:
-            redis_store = request.getfixturevalue("redis_store_factory")
-            store = await redis_store.aggregator(ns, clock=clock, **tuning)
+            store = await _redis_factory(request, backend).aggregator(ns, clock=clock, **tuning)
         opened.append(store)
         return store
 
@@ -111,8 +133,7 @@ async def make_executor(
         if backend == "memory":
             store = MemoryExecutorStore(ns, clock=clock, **tuning)
         else:
-            redis_store = request.getfixturevalue("redis_store_factory")
-            store = await redis_store.executor(ns, clock=clock, **tuning)
+            store = await _redis_factory(request, backend).executor(ns, clock=clock, **tuning)
         opened.append(store)
         return store
 

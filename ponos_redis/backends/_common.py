@@ -4,15 +4,18 @@ of generated errors, event kinds and event-id parsing."""
 from __future__ import annotations
 
 import re
+from types import TracebackType
+from typing import Self
 
 import msgspec
 
 from .. import _validate as v
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, StoreClosedError
 from ..models import TaskStatus
 
 __all__ = [
     "DEADLINE_EXCEEDED",
+    "StoreLifecycle",
     "MANUAL_OWNER",
     "OVERRIDE_EVENT",
     "StoreSettings",
@@ -79,3 +82,41 @@ class StoreSettings(msgspec.Struct, frozen=True, kw_only=True):
             else:
                 raise InvalidInputError(f"unknown store setting {name!r}")
         return cls(**checked)  # type: ignore[arg-type]
+
+
+class StoreLifecycle:
+    """Open/closed state shared by every store: ``async with`` support, an
+    idempotent ``close()``, and StoreClosedError for any call after it."""
+
+    namespace: str
+    _closed: bool = False
+
+    async def __aenter__(self) -> Self:
+        self._check_open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the store; idempotent. Other calls afterwards raise StoreClosedError."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._release()
+
+    async def _release(self) -> None:
+        """Free what the store holds (connections); called once, by close()."""
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosedError(f"the store for namespace {self.namespace!r} is closed")
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<{type(self).__name__} namespace={self.namespace!r} {state}>"

@@ -19,8 +19,6 @@ from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from types import TracebackType
-from typing import Self
 
 from .. import _validate as v
 from .._clock import Clock, system_clock
@@ -30,7 +28,6 @@ from ..errors import (
     InvalidTransitionError,
     NotFoundError,
     StaleLeaseError,
-    StoreClosedError,
 )
 from ..models import (
     AvsConfig,
@@ -59,6 +56,7 @@ from ._common import (
     DEADLINE_EXCEEDED,
     MANUAL_OWNER,
     OVERRIDE_EVENT,
+    StoreLifecycle,
     StoreSettings,
     parse_event_id,
     reap_error,
@@ -137,41 +135,17 @@ def reset_memory_namespaces(*namespaces: str) -> None:
         _EXECUTORS.pop(ns, None)
 
 
-class _MemoryStore:
+class _MemoryStore(StoreLifecycle):
     def __init__(self, namespace: str, clock: Clock | None) -> None:
         self.namespace = v.namespace(namespace)
         self._clock = clock or system_clock
         self._closed = False
-
-    async def __aenter__(self) -> Self:
-        self._check_open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        """Close the store; idempotent. Other calls afterwards raise StoreClosedError."""
-        self._closed = True
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise StoreClosedError(f"the store for namespace {self.namespace!r} is closed")
 
     async def _enter(self) -> datetime:
         """Yield once, as I/O would, then check the store is open; return 'now'."""
         await asyncio.sleep(0)
         self._check_open()
         return v.timestamp(self._clock(), "clock()")
-
-    def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
-        return f"<{type(self).__name__} namespace={self.namespace!r} {state}>"
 
 
 class MemoryAggregatorStore(_MemoryStore):

@@ -17,7 +17,6 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
-from types import TracebackType
 from typing import Any, Self, TypeVar
 
 import msgspec
@@ -39,7 +38,6 @@ from ..errors import (
     InvalidInputError,
     NotFoundError,
     SchemaVersionError,
-    StoreClosedError,
 )
 from ..keys import SCHEMA_VERSION, Keys
 from ..models import (
@@ -60,7 +58,7 @@ from ..models import (
     TaskRecord,
     TaskStatus,
 )
-from ._common import DEADLINE_EXCEEDED, OVERRIDE_EVENT, StoreSettings, parse_event_id
+from ._common import DEADLINE_EXCEEDED, OVERRIDE_EVENT, StoreLifecycle, StoreSettings, parse_event_id
 
 __all__ = ["RedisAggregatorStore", "RedisExecutorStore"]
 
@@ -81,6 +79,7 @@ _CLUSTER_LAYOUT_ERRORS = (
     rexc.ClusterDownError,
     rexc.MovedError,
     rexc.AskError,
+    rexc.SlotNotCoveredError,
 )
 _EVENT_BATCH = 500
 _LIST_BATCH = 1000
@@ -90,19 +89,21 @@ def _ms(seconds: float) -> str:
     return str(max(1, round(seconds * 1000)))
 
 
-class _RedisStore:
+class _RedisStore(StoreLifecycle):
     """Connection, scripts, retry and lifecycle shared by both Redis stores."""
 
     def __init__(
         self,
         client: RedisClient,
         config: StorageConfig,
-        settings: StoreSettings,
+        settings: StoreSettings | None = None,
         *,
         clock: Clock | None = None,
         owns_client: bool = True,
     ) -> None:
+        """Wrap a client; :meth:`open` is the usual way in (it also checks the server)."""
         assert config.redis is not None
+        settings = settings or self._settings_from(config)
         self.namespace = config.namespace
         self.keys = Keys(config.namespace)
         self._client = client
@@ -172,36 +173,12 @@ class _RedisStore:
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    async def __aenter__(self) -> Self:
-        self._check_open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        """Close the store and its connections; idempotent."""
-        if self._closed:
-            return
-        self._closed = True
+    async def _release(self) -> None:
         await self._close_client()
 
     async def _close_client(self) -> None:
         if self._owns_client:
             await self._client.aclose()
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise StoreClosedError(f"the store for namespace {self.namespace!r} is closed")
-
-    def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
-        return f"<{type(self).__name__} namespace={self.namespace!r} {state}>"
 
     # -- I/O -----------------------------------------------------------------------
 
@@ -277,7 +254,9 @@ class _RedisStore:
             attempt += 1
             for _ in range(2):
                 pipe = self._r.pipeline(transaction=False)
-                pipe.evalsha(script.sha, len(keys), *keys, *args)
+                # Not pipe.evalsha(): redis-py's cluster pipeline refuses that method by name, while
+                # the raw command is routed by its keys like any other.
+                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
                 try:
                     if self._cluster:
                         # WAIT counts the replicas that have this connection's writes. On a cluster
@@ -312,6 +291,15 @@ class _RedisStore:
                 f"{what}: applied on the master, but only {acked} of {self._redis.replicas} replica(s) "
                 f"acknowledged it within {self._redis.wait_timeout_ms} ms; it may not survive a failover"
             )
+
+    async def _hgetall_many(self, keys: list[str]) -> list[dict[bytes, bytes]]:
+        async def call() -> list[dict[bytes, bytes]]:
+            pipe = self._r.pipeline(transaction=False)
+            for key in keys:
+                pipe.hgetall(key)
+            return list(await pipe.execute())
+
+        return await self._io("read records", call) if keys else []
 
     async def _load_scripts(self) -> None:
         """Load every script once (SCRIPT LOAD on every primary), so the first
@@ -410,23 +398,6 @@ class _RedisStore:
 
 class RedisAggregatorStore(_RedisStore):
     """The aggregator store on Redis. See :class:`ponos_redis.AggregatorStore`."""
-
-    def __init__(
-        self,
-        client: RedisClient,
-        config: StorageConfig,
-        settings: StoreSettings | None = None,
-        *,
-        clock: Clock | None = None,
-        owns_client: bool = True,
-    ) -> None:
-        super().__init__(
-            client,
-            config,
-            settings or self._settings_from(config),
-            clock=clock,
-            owns_client=owns_client,
-        )
 
     # -- chain ---------------------------------------------------------------------
 
@@ -591,15 +562,6 @@ class RedisAggregatorStore(_RedisStore):
         if not fields:
             raise NotFoundError(f"task {task_id!r} not found")
         return codec.decode_task_record(key, fields)
-
-    async def _hgetall_many(self, keys: list[str]) -> list[dict[bytes, bytes]]:
-        async def call() -> list[dict[bytes, bytes]]:
-            pipe = self._r.pipeline(transaction=False)
-            for key in keys:
-                pipe.hgetall(key)
-            return list(await pipe.execute())
-
-        return await self._io("read records", call) if keys else []
 
     async def list_pending_tasks(
         self, avs_address: str | None = None, *, limit: int | None = None
@@ -935,23 +897,6 @@ class _OpsetBody(msgspec.Struct, frozen=True, kw_only=True):
 class RedisExecutorStore(_RedisStore):
     """The executor store on Redis. See :class:`ponos_redis.ExecutorStore`."""
 
-    def __init__(
-        self,
-        client: RedisClient,
-        config: StorageConfig,
-        settings: StoreSettings | None = None,
-        *,
-        clock: Clock | None = None,
-        owns_client: bool = True,
-    ) -> None:
-        super().__init__(
-            client,
-            config,
-            settings or self._settings_from(config),
-            clock=clock,
-            owns_client=owns_client,
-        )
-
     async def _put(self, key: str, index: str, record_id: str, fields: dict[str, bytes | str]) -> None:
         flat: list[Any] = [record_id]
         for name, value in fields.items():
@@ -971,15 +916,6 @@ class RedisExecutorStore(_RedisStore):
                 if fields:
                     result.append(codec.decode_record(cls, key, fields))
         return result
-
-    async def _hgetall_many(self, keys: list[str]) -> list[dict[bytes, bytes]]:
-        async def call() -> list[dict[bytes, bytes]]:
-            pipe = self._r.pipeline(transaction=False)
-            for key in keys:
-                pipe.hgetall(key)
-            return list(await pipe.execute())
-
-        return await self._io("read records", call) if keys else []
 
     async def _get(self, key: str, cls: type[RecordT], what: str) -> RecordT:
         fields = await self._io("get", lambda: self._r.hgetall(key))

@@ -69,12 +69,12 @@ def error_count(port: int, code: str) -> int:
     return int(entry["count"]) if entry else 0
 
 
-async def wait_until(what: str, check: Callable[[], bool], timeout: float, interval: float = 0.01) -> float:
-    """Await until ``check()`` is true; returns the seconds it took; fails the test after ``timeout``."""
+async def wait_until(what: str, check: Callable[[], bool], bound_s: float, interval: float = 0.01) -> float:
+    """Await until ``check()`` is true; returns the seconds it took; fails the test after ``bound_s``."""
     start = time.monotonic()
     while not check():
-        if time.monotonic() - start > timeout:
-            pytest.fail(f"{what}: not within {timeout} s")
+        if time.monotonic() - start > bound_s:
+            pytest.fail(f"{what}: not within {bound_s:.1f} s")
         await asyncio.sleep(interval)
     return time.monotonic() - start
 
