@@ -25,6 +25,7 @@ only retry layer: bounded attempts, jittered exponential backoff.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -146,6 +147,7 @@ def connect(settings: RedisSettings) -> RedisClient:
     if settings.cluster is not None:
         return RedisCluster(
             startup_nodes=[ClusterNode(h, p) for h, p in settings.cluster.addresses()],
+            health_check_interval=settings.health_check_interval_s,
             **kwargs,
         )
     if settings.sentinel is not None:
@@ -169,6 +171,11 @@ def connect(settings: RedisSettings) -> RedisClient:
         # sentinel would hold up the discovery of the master by seconds: one retry layer only.
         "retry": Retry(NoBackoff(), 0),
     }
+    if settings.sentinel is not None and settings.sentinel.sentinel_password_env is not None:
+        name = settings.sentinel.sentinel_password_env
+        if name not in os.environ:
+            raise InvalidInputError(f"sentinel_password_env names {name!r}, which is not set")
+        sentinel_kwargs["password"] = os.environ[name]
     sentinel = Sentinel(hosts, sentinel_kwargs=sentinel_kwargs, **kwargs)  # type: ignore[no-untyped-call]
     master: _SentinelMaster = sentinel.master_for(
         service,
