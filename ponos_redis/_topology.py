@@ -141,7 +141,51 @@ def role(server: RedisServer) -> str:
     return str(reply[0])
 
 
-class ReplicaGroup:
+class _Topology:
+    """Processes started together and stopped together (only their own PIDs), under
+    one parent folder: ``dir``, or a temporary one that :meth:`stop` removes."""
+
+    def __init__(self, dir: Path | None) -> None:
+        self._dir_arg = dir
+        self._dir: Path | None = None
+        self._owns_dir = False
+
+    @property
+    def dir(self) -> Path:
+        if self._dir is None:
+            raise TopologyError("not started")
+        return self._dir
+
+    def _make_dir(self, prefix: str) -> Path:
+        self._dir, self._owns_dir = _base_dir(self._dir_arg, prefix)
+        return self._dir
+
+    def start(self, timeout: float = 30.0) -> None:
+        raise NotImplementedError
+
+    def _stop_processes(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """SIGKILL every process this topology started and remove its temporary folder. Idempotent."""
+        try:
+            self._stop_processes()
+        finally:
+            if self._owns_dir and self._dir is not None:
+                shutil.rmtree(self._dir, ignore_errors=True)
+                self._owns_dir = False
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+class ReplicaGroup(_Topology):
     """A master and ``replicas`` replicas on 127.0.0.1, from the shipped ``redis.conf``.
 
     Every data node gets ``min-replicas-to-write 1`` (when there are replicas)
@@ -161,21 +205,13 @@ class ReplicaGroup:
     ) -> None:
         if replicas < 0:
             raise ValueError(f"replicas must be >= 0, got {replicas}")
+        super().__init__(dir)
         self._replicas = replicas
         self._conf_file = conf_file if conf_file is not None else docker_conf("redis.conf")
-        self._dir_arg = dir
-        self._dir: Path | None = None
-        self._owns_dir = False
         self._extra: list[tuple[str, str]] = (
             list(extra.items()) if isinstance(extra, Mapping) else list(extra or ())
         )
         self.nodes: list[RedisServer] = []
-
-    @property
-    def dir(self) -> Path:
-        if self._dir is None:
-            raise TopologyError("not started")
-        return self._dir
 
     def _node_extra(self, master_port: int | None) -> list[tuple[str, str]]:
         extra = [("repl-diskless-sync-delay", "0")]
@@ -190,16 +226,14 @@ class ReplicaGroup:
         if self.nodes:
             raise TopologyError("already started")
         deadline = time.monotonic() + timeout
-        self._dir, self._owns_dir = _base_dir(self._dir_arg, "ponos-replicas-")
+        base = self._make_dir("ponos-replicas-")
         try:
-            master = RedisServer(
-                dir=self._dir / "node-0", conf_file=self._conf_file, extra=self._node_extra(None)
-            )
+            master = RedisServer(dir=base / "node-0", conf_file=self._conf_file, extra=self._node_extra(None))
             self.nodes.append(master)
             master.start(timeout=max(0.1, deadline - time.monotonic()))
             for i in range(1, self._replicas + 1):
                 replica = RedisServer(
-                    dir=self._dir / f"node-{i}",
+                    dir=base / f"node-{i}",
                     conf_file=self._conf_file,
                     extra=self._node_extra(master.port),
                 )
@@ -219,24 +253,9 @@ class ReplicaGroup:
             timeout,
         )
 
-    def stop(self) -> None:
-        """SIGKILL every node this group started and remove its temporary folder. Idempotent."""
-        try:
-            for node in self.nodes:
-                node.stop()
-        finally:
-            if self._owns_dir and self._dir is not None:
-                shutil.rmtree(self._dir, ignore_errors=True)
-                self._owns_dir = False
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+    def _stop_processes(self) -> None:
+        for node in self.nodes:
+            node.stop()
 
     @property
     def master(self) -> RedisServer:
@@ -289,7 +308,7 @@ def sentinel_conf_text(
     return "\n".join(lines) + "\n"
 
 
-class SentinelTopology:
+class SentinelTopology(_Topology):
     """A master, ``replicas`` replicas and ``sentinels`` sentinels on 127.0.0.1.
 
     Data nodes come from ``redis_conf`` (default: the shipped
@@ -322,10 +341,8 @@ class SentinelTopology:
         self._quorum = quorum
         self._down_after_ms = down_after_ms
         self._failover_timeout_ms = failover_timeout_ms
+        super().__init__(dir)
         self._sentinel_conf = sentinel_conf if sentinel_conf is not None else docker_conf("sentinel.conf")
-        self._dir_arg = dir
-        self._dir: Path | None = None
-        self._owns_dir = False
         self._redis_conf = redis_conf
         self._extra = extra
         self._replica_count = replicas
@@ -360,20 +377,20 @@ class SentinelTopology:
         if self.group is not None:
             raise TopologyError("already started")
         deadline = time.monotonic() + timeout
-        self._dir, self._owns_dir = _base_dir(self._dir_arg, "ponos-sentinel-")
+        base = self._make_dir("ponos-sentinel-")
         try:
             self.group = ReplicaGroup(
-                replicas=self._replica_count, conf_file=self._redis_conf, dir=self._dir, extra=self._extra
+                replicas=self._replica_count, conf_file=self._redis_conf, dir=base, extra=self._extra
             )
             self.group.start(timeout=max(0.1, deadline - time.monotonic()))
-            base = self._sentinel_conf.read_text(encoding="utf-8")
+            template = self._sentinel_conf.read_text(encoding="utf-8")
             for i in range(self._sentinel_count):
-                sentinel_dir = self._dir / f"sentinel-{i}"
+                sentinel_dir = base / f"sentinel-{i}"
                 sentinel_dir.mkdir(parents=True, exist_ok=True)
                 copy = sentinel_dir / "sentinel-base.conf"
                 copy.write_text(
                     sentinel_conf_text(
-                        base,
+                        template,
                         service=self.service,
                         master_port=self.group.master.port,
                         quorum=self._quorum,
@@ -390,26 +407,11 @@ class SentinelTopology:
             self.stop()
             raise
 
-    def stop(self) -> None:
-        """SIGKILL every process this topology started and remove its temporary folder. Idempotent."""
-        try:
-            for sentinel in self.sentinels:
-                sentinel.stop()
-            if self.group is not None:
-                self.group.stop()
-        finally:
-            if self._owns_dir and self._dir is not None:
-                shutil.rmtree(self._dir, ignore_errors=True)
-                self._owns_dir = False
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+    def _stop_processes(self) -> None:
+        for sentinel in self.sentinels:
+            sentinel.stop()
+        if self.group is not None:
+            self.group.stop()
 
     # -- what the sentinels say ---------------------------------------------------------
 
@@ -508,7 +510,7 @@ class SentinelTopology:
         return wait_for("a healthy sentinel topology", healthy, timeout)
 
 
-class ClusterTopology:
+class ClusterTopology(_Topology):
     """``masters`` Redis Cluster masters on 127.0.0.1, each with ``replicas`` replicas,
     from the shipped ``redis.conf``.
 
@@ -536,12 +538,10 @@ class ClusterTopology:
             raise ValueError(f"redis-cli --cluster create needs at least 3 masters, got {masters}")
         if replicas < 0:
             raise ValueError(f"replicas must be >= 0, got {replicas}")
+        super().__init__(dir)
         self._masters = masters
         self._replicas = replicas
         self._conf_file = conf_file if conf_file is not None else docker_conf("redis.conf")
-        self._dir_arg = dir
-        self._dir: Path | None = None
-        self._owns_dir = False
         self._extra: list[tuple[str, str]] = (
             list(extra.items()) if isinstance(extra, Mapping) else list(extra or ())
         )
@@ -562,10 +562,10 @@ class ClusterTopology:
         if cli is None:
             raise FileNotFoundError(f"{self._redis_cli!r} not found on PATH")
         deadline = time.monotonic() + timeout
-        self._dir, self._owns_dir = _base_dir(self._dir_arg, "ponos-cluster-")
+        base = self._make_dir("ponos-cluster-")
         try:
             for i in range(self._masters * (1 + self._replicas)):
-                self.nodes.append(self._start_node(self._dir / f"node-{i}", deadline))
+                self.nodes.append(self._start_node(base / f"node-{i}", deadline))
             create = [
                 cli,
                 "--cluster",
@@ -680,21 +680,6 @@ class ClusterTopology:
 
         wait_for(f"cluster failover away from port {old.port}", moved, timeout)
 
-    def stop(self) -> None:
-        """SIGKILL every node this topology started and remove its temporary folder. Idempotent."""
-        try:
-            for node in self.nodes:
-                node.stop()
-        finally:
-            if self._owns_dir and self._dir is not None:
-                shutil.rmtree(self._dir, ignore_errors=True)
-                self._owns_dir = False
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+    def _stop_processes(self) -> None:
+        for node in self.nodes:
+            node.stop()

@@ -8,32 +8,46 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
-from typing import Any
 
 from ponos_redis import (
     AggregatorStore,
     ClaimedTask,
-    Deployment,
     DeploymentStatus,
     ExecutorStore,
-    InflightTask,
-    PerformerState,
     StoreEvent,
-    Task,
     TaskRecord,
     TaskStatus,
 )
 
+# Builders shared with users' tests; the contract modules import them from here.
+from ponos_redis.testing import (
+    AVS,
+    OPERATOR,
+    START,
+    make_deployment,
+    make_inflight,
+    make_performer,
+    make_task,
+    make_tasks,
+)
+
+__all__ = [
+    "AVS_A",
+    "AVS_B",
+    "OPERATOR",
+    "START",
+    "make_deployment",
+    "make_inflight",
+    "make_performer",
+    "make_task",
+    "make_tasks",
+]
+
 AggregatorFactory = Callable[..., Awaitable[AggregatorStore]]
 ExecutorFactory = Callable[..., Awaitable[ExecutorStore]]
 
-# ManualClock's default start.
-START = datetime(2026, 1, 1, tzinfo=UTC)
-
-AVS_A = "0x" + "ab" * 20
+AVS_A = AVS
 AVS_B = "0x" + "cd" * 20
-OPERATOR = "0x" + "12" * 20
 
 # Every status, and every task status a token-carrying operation can be tried from.
 TASK_STATUSES = list(TaskStatus)
@@ -41,61 +55,6 @@ DEPLOYMENT_STATUSES = list(DeploymentStatus)
 
 # A generous bound for anything awaited in a test; nothing should come close.
 TIMEOUT_S = 5.0
-
-
-def make_task(task_id: str = "task-1", **fields: Any) -> Task:
-    """A valid task; any field can be overridden."""
-    values: dict[str, Any] = {
-        "task_id": task_id,
-        "avs_address": AVS_A,
-        "operator_set_id": 1,
-        "chain_id": 1,
-        "block_number": 100,
-        "block_hash": "0x" + "00" * 32,
-        "callback_address": "0xCallBack",
-        "deadline": None,
-        "threshold_bips": 6667,
-        "payload": b"payload",
-    }
-    values.update(fields)
-    return Task(**values)
-
-
-def make_tasks(n: int, prefix: str = "task", **fields: Any) -> list[Task]:
-    return [make_task(f"{prefix}-{i:04d}", **fields) for i in range(n)]
-
-
-def make_performer(performer_id: str = "perf-1", **fields: Any) -> PerformerState:
-    values: dict[str, Any] = {
-        "performer_id": performer_id,
-        "avs_address": AVS_A,
-        "created_at": START,
-    }
-    values.update(fields)
-    return PerformerState(**values)
-
-
-def make_inflight(task_id: str = "inflight-1", **fields: Any) -> InflightTask:
-    values: dict[str, Any] = {
-        "task_id": task_id,
-        "avs_address": AVS_A,
-        "operator_address": OPERATOR,
-        "received_at": START,
-    }
-    values.update(fields)
-    return InflightTask(**values)
-
-
-def make_deployment(deployment_id: str = "dep-1", **fields: Any) -> Deployment:
-    values: dict[str, Any] = {
-        "deployment_id": deployment_id,
-        "avs_address": AVS_A,
-        "artifact_registry": "registry.example/avs",
-        "artifact_digest": "sha256:" + "0" * 64,
-        "started_at": START,
-    }
-    values.update(fields)
-    return Deployment(**values)
 
 
 async def collect_events(store: AggregatorStore, *, after: str | None = None) -> list[StoreEvent]:

@@ -27,6 +27,7 @@ from ponos_redis import (
 )
 from ponos_redis._redis_server import RedisServer
 from ponos_redis.backends.redis import RedisAggregatorStore, RedisExecutorStore
+from ponos_redis.testing import make_task
 
 pytestmark = pytest.mark.redis_only
 
@@ -61,16 +62,7 @@ def config(url: str, namespace: str) -> StorageConfig:
 
 
 def task(i: int, writer: int) -> Task:
-    return Task(
-        task_id=f"w{writer}-t{i}",
-        avs_address="0x" + "ab" * 20,
-        operator_set_id=1,
-        chain_id=17000,
-        block_number=i,
-        block_hash="0xhash",
-        callback_address="cb",
-        payload=f"{writer}:{i}".encode(),
-    )
+    return make_task(f"w{writer}-t{i}", chain_id=17000, block_number=i, payload=f"{writer}:{i}".encode())
 
 
 @dataclass

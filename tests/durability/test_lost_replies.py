@@ -16,6 +16,7 @@ import pytest
 
 from ponos_redis import StorageConfig, Task, TaskStatus
 from ponos_redis.backends.redis import RedisAggregatorStore, RedisExecutorStore
+from ponos_redis.testing import make_task
 
 pytestmark = pytest.mark.redis_only
 
@@ -90,15 +91,7 @@ def config(port: int, namespace: str) -> StorageConfig:
 
 
 def task(i: int) -> Task:
-    return Task(
-        task_id=f"t{i}",
-        avs_address="0x" + "ab" * 20,
-        operator_set_id=1,
-        chain_id=1,
-        block_number=i,
-        block_hash="h",
-        callback_address="cb",
-    )
+    return make_task(f"t{i}", block_number=i)
 
 
 @contextlib.asynccontextmanager

@@ -8,7 +8,6 @@ import shutil
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -18,12 +17,11 @@ from ponos_redis import (
     DurabilityError,
     StorageConfig,
     StoreUnavailableError,
-    Task,
 )
 from ponos_redis._topology import command
+from ponos_redis.testing import AVS, START, make_task
 
-AVS = "0x" + "ab" * 20
-START = datetime(2026, 1, 1, tzinfo=UTC)
+__all__ = ["AVS", "START", "make_task"]
 
 # The only errors a caller of a store under failover may see: the write may or may not
 # have been applied (StoreUnavailableError) or was applied but not confirmed on enough
@@ -34,21 +32,6 @@ UNKNOWN_OUTCOME = (DurabilityError, StoreUnavailableError)
 def needs(*binaries: str) -> pytest.MarkDecorator:
     missing = [b for b in binaries if shutil.which(b) is None]
     return pytest.mark.skipif(bool(missing), reason=f"not on PATH: {', '.join(missing)}")
-
-
-def make_task(task_id: str, **fields: Any) -> Task:
-    values: dict[str, Any] = {
-        "task_id": task_id,
-        "avs_address": AVS,
-        "operator_set_id": 1,
-        "chain_id": 1,
-        "block_number": 100,
-        "block_hash": "0x" + "00" * 32,
-        "callback_address": "0xCallBack",
-        "payload": b"payload",
-    }
-    values.update(fields)
-    return Task(**values)
 
 
 def storage_config(namespace: str, redis: dict[str, Any], **top: Any) -> StorageConfig:

@@ -5,57 +5,18 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from datetime import UTC, datetime
 from typing import Any
 
-from ponos_redis import AggregatorStore, InflightTask, PerformerState, StorageConfig, StoreEvent, Task
+from ponos_redis import AggregatorStore, StorageConfig, StoreEvent
 from ponos_redis.backends.redis import RedisAggregatorStore, RedisExecutorStore
+from ponos_redis.testing import AVS, OPERATOR, make_inflight, make_performer, make_task, make_tasks
 
-AVS = "0x" + "ab" * 20
+__all__ = ["AVS", "OPERATOR", "make_inflight", "make_performer", "make_task", "make_tasks"]
+
 AVS_MIXED_CASE = "0x" + "aB" * 20
-OPERATOR = "0x" + "12" * 20
-T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 # A generous bound for anything a test waits for; nothing should come close.
 TIMEOUT_S = 5.0
-
-
-def make_task(task_id: str = "task-1", **fields: Any) -> Task:
-    values: dict[str, Any] = {
-        "task_id": task_id,
-        "avs_address": AVS,
-        "operator_set_id": 1,
-        "chain_id": 1,
-        "block_number": 100,
-        "block_hash": "0x" + "00" * 32,
-        "callback_address": "0xCallBack",
-        "deadline": None,
-        "threshold_bips": 6667,
-        "payload": b"payload",
-    }
-    values.update(fields)
-    return Task(**values)
-
-
-def make_tasks(n: int, prefix: str = "task", **fields: Any) -> list[Task]:
-    return [make_task(f"{prefix}-{i:04d}", **fields) for i in range(n)]
-
-
-def make_performer(performer_id: str = "perf-1", **fields: Any) -> PerformerState:
-    values: dict[str, Any] = {"performer_id": performer_id, "avs_address": AVS, "created_at": T0}
-    values.update(fields)
-    return PerformerState(**values)
-
-
-def make_inflight(task_id: str = "inflight-1", **fields: Any) -> InflightTask:
-    values: dict[str, Any] = {
-        "task_id": task_id,
-        "avs_address": AVS,
-        "operator_address": OPERATOR,
-        "received_at": T0,
-    }
-    values.update(fields)
-    return InflightTask(**values)
 
 
 async def all_events(store: AggregatorStore) -> list[StoreEvent]:
