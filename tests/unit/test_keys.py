@@ -153,3 +153,41 @@ def test_invalid_namespace_raises(bad: Any) -> None:
 
 def test_longest_valid_namespace_is_accepted() -> None:
     assert Keys("x" * 64).meta == "ponos:{" + "x" * 64 + "}:meta"
+
+
+def test_docs_keys_md_lists_every_key_kind() -> None:
+    """docs/keys.md documents every kind of key that keys.py builds."""
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "keys.md").read_text(encoding="utf-8")
+    keys = Keys(NS)
+    placeholders = {
+        "task": ("<task_id>",),
+        "tasks": None,
+        "avs_pending": ("<avs_address>",),
+        "claim": ("<claim_id>",),
+        "chain": ("<chain_id>",),
+        "blocks": ("<chain_id>",),
+        "block_index": ("<chain_id>",),
+        "operator_set_config": ("<avs_address>", "<operator_set_id>"),
+        "avs_config": ("<avs_address>",),
+        "performer": ("<performer_id>",),
+        "inflight": ("<task_id>",),
+        "deployment": ("<deployment_id>",),
+        "deployment_history": ("<deployment_id>",),
+        "processed": ("<task_id>",),
+    }
+    built: list[str] = []
+    for name, _ in _builders():
+        if name == "prefix":
+            continue
+        attr = getattr(keys, name)
+        if not callable(attr):
+            built.append(attr)
+        elif placeholders.get(name) is None:
+            built.extend(attr(status) for status in TaskStatus)
+        else:
+            built.append(attr(*placeholders[name]))
+    for key in built:
+        suffix = key.removeprefix(keys.prefix)
+        assert f"`{suffix}`" in doc, f"docs/keys.md does not document {suffix!r}"
