@@ -7,6 +7,8 @@ from collections.abc import Awaitable, Callable, Generator, Mapping
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
+import msgspec
+
 from . import _validate as v
 from .config import StorageConfig
 from .interfaces import AggregatorStore, ExecutorStore
@@ -48,16 +50,8 @@ async def _await(awaitable: Awaitable[S]) -> S:
 def _resolve(config: StorageConfig | str | Mapping[str, Any], namespace: str | None) -> StorageConfig:
     cfg = StorageConfig.coerce(config)
     if namespace is not None:
-        v.namespace(namespace)
-        cfg = StorageConfig.from_dict({**_as_dict(cfg), "namespace": namespace})
+        cfg = msgspec.structs.replace(cfg, namespace=v.namespace(namespace))
     return cfg
-
-
-def _as_dict(cfg: StorageConfig) -> dict[str, Any]:
-    import msgspec
-
-    result: dict[str, Any] = msgspec.to_builtins(cfg)
-    return result
 
 
 def _memory_tuning(cfg: StorageConfig) -> dict[str, Any]:

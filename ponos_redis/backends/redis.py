@@ -293,13 +293,19 @@ class _RedisStore(StoreLifecycle):
             )
 
     async def _hgetall_many(self, keys: list[str]) -> list[dict[bytes, bytes]]:
-        async def call() -> list[dict[bytes, bytes]]:
-            pipe = self._r.pipeline(transaction=False)
-            for key in keys:
-                pipe.hgetall(key)
-            return list(await pipe.execute())
+        """Every hash of ``keys``, one pipeline (one round trip) per 1000 keys."""
+        result: list[dict[bytes, bytes]] = []
+        for start in range(0, len(keys), _LIST_BATCH):
+            chunk = keys[start : start + _LIST_BATCH]
 
-        return await self._io("read records", call) if keys else []
+            async def call(chunk: list[str] = chunk) -> list[dict[bytes, bytes]]:
+                pipe = self._r.pipeline(transaction=False)
+                for key in chunk:
+                    pipe.hgetall(key)
+                return list(await pipe.execute())
+
+            result.extend(await self._io("read records", call))
+        return result
 
     async def _load_scripts(self) -> None:
         """Load every script once (SCRIPT LOAD on every primary), so the first
@@ -909,13 +915,11 @@ class RedisExecutorStore(_RedisStore):
     async def _list(self, index: str, key_of: Callable[[str], str], cls: type[RecordT]) -> list[RecordT]:
         ids = await self._io("list", lambda: self._r.zrange(index, 0, -1))
         keys = [key_of(as_text(i)) for i in ids]
-        result: list[RecordT] = []
-        for start in range(0, len(keys), _LIST_BATCH):
-            chunk = keys[start : start + _LIST_BATCH]
-            for key, fields in zip(chunk, await self._hgetall_many(chunk), strict=True):
-                if fields:
-                    result.append(codec.decode_record(cls, key, fields))
-        return result
+        return [
+            codec.decode_record(cls, key, fields)
+            for key, fields in zip(keys, await self._hgetall_many(keys), strict=True)
+            if fields
+        ]
 
     async def _get(self, key: str, cls: type[RecordT], what: str) -> RecordT:
         fields = await self._io("get", lambda: self._r.hgetall(key))
