@@ -9,7 +9,6 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 
-from . import _validate as v
 from .config import StorageConfig
 from .interfaces import AggregatorStore, ExecutorStore
 
@@ -47,22 +46,11 @@ async def _await(awaitable: Awaitable[S]) -> S:
     return await awaitable
 
 
-def _resolve(config: StorageConfig | str | Mapping[str, Any], namespace: str | None) -> StorageConfig:
-    cfg = StorageConfig.coerce(config)
-    if namespace is not None:
-        cfg = msgspec.structs.replace(cfg, namespace=v.namespace(namespace))
-    return cfg
+def _memory_tuning(cfg: StorageConfig, *names: str) -> dict[str, Any]:
+    from .backends._common import StoreSettings
 
-
-def _memory_tuning(cfg: StorageConfig) -> dict[str, Any]:
-    return {
-        "default_lease_s": cfg.tasks.default_lease_s,
-        "max_attempts": cfg.tasks.max_attempts,
-        "retention_s": cfg.tasks.retention_s,
-        "max_payload_bytes": cfg.tasks.max_payload_bytes,
-        "events_maxlen": cfg.events_maxlen,
-        "block_window": cfg.block_window,
-    }
+    settings = msgspec.structs.asdict(StoreSettings.from_config(cfg))
+    return {name: settings[name] for name in names} if names else settings
 
 
 def open_aggregator_store(
@@ -80,7 +68,7 @@ def open_aggregator_store(
         DurabilityError: strict durability was asked for and the server cannot keep it.
         SchemaVersionError: the namespace was written by a newer schema.
     """
-    cfg = _resolve(config, namespace)
+    cfg = StorageConfig.coerce(config, namespace)
 
     async def opener() -> AggregatorStore:
         if cfg.type == "memory":
@@ -98,17 +86,14 @@ def open_executor_store(
     config: StorageConfig | str | Mapping[str, Any], namespace: str | None = None
 ) -> StoreOpener[ExecutorStore]:
     """Open the executor store described by ``config``; see :func:`open_aggregator_store`."""
-    cfg = _resolve(config, namespace)
+    cfg = StorageConfig.coerce(config, namespace)
 
     async def opener() -> ExecutorStore:
         if cfg.type == "memory":
             from .backends.memory import MemoryExecutorStore
 
             return MemoryExecutorStore(
-                cfg.namespace,
-                processed_ttl_s=cfg.processed_ttl_s,
-                history_maxlen=cfg.history_maxlen,
-                max_payload_bytes=cfg.tasks.max_payload_bytes,
+                cfg.namespace, **_memory_tuning(cfg, "processed_ttl_s", "history_maxlen", "max_payload_bytes")
             )
         from .backends.redis import RedisExecutorStore
 

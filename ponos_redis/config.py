@@ -226,13 +226,20 @@ class StorageConfig(_Settings, frozen=True, kw_only=True, forbid_unknown_fields=
         return cls(type="redis", redis=RedisSettings(url=value))
 
     @classmethod
-    def coerce(cls, value: StorageConfig | str | Mapping[str, Any]) -> StorageConfig:
+    def coerce(
+        cls, value: StorageConfig | str | Mapping[str, Any], namespace: str | None = None
+    ) -> StorageConfig:
+        """Any accepted form of config as a StorageConfig; ``namespace`` overrides its namespace."""
         if isinstance(value, StorageConfig):
-            return value
-        if isinstance(value, str):
-            return cls.from_string(value)
-        if isinstance(value, Mapping):
-            return cls.from_dict(value)
-        raise InvalidInputError(
-            f"config must be a StorageConfig, a mapping or a string, got {type(value).__name__}"
-        )
+            cfg = value
+        elif isinstance(value, str):
+            cfg = cls.from_string(value)
+        elif isinstance(value, Mapping):
+            cfg = cls.from_dict(value)
+        else:
+            raise InvalidInputError(
+                f"config must be a StorageConfig, a mapping or a string, got {type(value).__name__}"
+            )
+        if namespace is not None:
+            cfg = msgspec.structs.replace(cfg, namespace=v.namespace(namespace))
+        return cfg

@@ -10,6 +10,7 @@ from typing import Self
 import msgspec
 
 from .. import _validate as v
+from ..config import StorageConfig
 from ..errors import InvalidInputError, StoreClosedError
 from ..models import TaskStatus
 
@@ -65,6 +66,20 @@ class StoreSettings(msgspec.Struct, frozen=True, kw_only=True):
     block_window: int = 10_000
     history_maxlen: int = 1_000
     processed_ttl_s: float = 604_800.0
+
+    @classmethod
+    def from_config(cls, config: StorageConfig) -> StoreSettings:
+        """The tuning given by a ``storage:`` config."""
+        return cls.build(
+            default_lease_s=config.tasks.default_lease_s,
+            max_attempts=config.tasks.max_attempts,
+            retention_s=config.tasks.retention_s,
+            max_payload_bytes=config.tasks.max_payload_bytes,
+            events_maxlen=config.events_maxlen,
+            block_window=config.block_window,
+            history_maxlen=config.history_maxlen,
+            processed_ttl_s=config.processed_ttl_s,
+        )
 
     @classmethod
     def build(cls, **values: object) -> StoreSettings:

@@ -103,7 +103,7 @@ class _RedisStore(StoreLifecycle):
     ) -> None:
         """Wrap a client; :meth:`open` is the usual way in (it also checks the server)."""
         assert config.redis is not None
-        settings = settings or self._settings_from(config)
+        settings = settings or StoreSettings.from_config(config)
         self.namespace = config.namespace
         self.keys = Keys(config.namespace)
         self._client = client
@@ -120,19 +120,6 @@ class _RedisStore(StoreLifecycle):
         self._scripts: dict[str, AsyncScript] = {
             name: client.register_script(script_source(name)) for name in SCRIPT_NAMES
         }
-
-    @classmethod
-    def _settings_from(cls, config: StorageConfig) -> StoreSettings:
-        return StoreSettings.build(
-            default_lease_s=config.tasks.default_lease_s,
-            max_attempts=config.tasks.max_attempts,
-            retention_s=config.tasks.retention_s,
-            max_payload_bytes=config.tasks.max_payload_bytes,
-            events_maxlen=config.events_maxlen,
-            block_window=config.block_window,
-            history_maxlen=config.history_maxlen,
-            processed_ttl_s=config.processed_ttl_s,
-        )
 
     @classmethod
     async def open(
@@ -154,14 +141,11 @@ class _RedisStore(StoreLifecycle):
         Raises:
             InvalidInputError, DurabilityError, SchemaVersionError, StoreUnavailableError.
         """
-        cfg = StorageConfig.coerce(config)
-        if namespace is not None:
-            cfg = msgspec.structs.replace(cfg, namespace=v.namespace(namespace))
+        cfg = StorageConfig.coerce(config, namespace)
         if cfg.redis is None:
             raise InvalidInputError("a Redis store needs a config with a redis: block")
-        settings = cls._settings_from(cfg)
         owns = client is None
-        store = cls(client or connect(cfg.redis), cfg, settings, clock=clock, owns_client=owns)
+        store = cls(client or connect(cfg.redis), cfg, clock=clock, owns_client=owns)
         try:
             await store._check_durability()
             await store._load_scripts()
