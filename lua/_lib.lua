@@ -46,3 +46,39 @@ local function dequeue(task_key, pending_key, prefix, task_id)
   redis.call('ZREM', pending_key, task_id)
   if avs then redis.call('ZREM', prefix .. 'avs:' .. avs .. ':pending', task_id) end
 end
+
+-- The namespace guard of every writing script. The store passes the meta hash as
+-- the last KEYS slot and the epoch it opened as the last ARGV slot; a namespace that
+-- vanished (data lost, FLUSHDB) or was re-created has another epoch or none.
+-- Returns an error reply, or nil when the namespace is the one the store opened.
+local function namespace_lost(meta_key, epoch)
+  local current = redis.call('HGET', meta_key, 'epoch')
+  if current ~= epoch then return {'LOST', current or ''} end
+  return nil
+end
+
+-- The next fencing token: one more than the last, and never below the clock in
+-- microseconds (now_ms * 1000). A namespace whose counter was lost or rolled back
+-- (a restart without its data, a failover to a replica that lagged) therefore
+-- never hands out a token it handed out before, as long as fewer than 1000 tokens
+-- per millisecond were issued on average and the servers' clocks agree to within
+-- the time the loss took.
+local function next_token(fence_key, now)
+  local token = tonumber(redis.call('GET', fence_key) or '0') + 1
+  if token < now * 1000 then token = now * 1000 end
+  redis.call('SET', fence_key, int(token))
+  return int(token)
+end
+
+-- Set aside a task record that cannot be read (a field edited by hand): off every
+-- status index, onto the set-aside index, reported by an event; the hash is left
+-- as it is for an operator to repair.
+local function set_aside(task_key, set_aside_key, status_key, pending_key, prefix, id, now, events_key, maxlen)
+  if status_key == pending_key then
+    dequeue(task_key, pending_key, prefix, id)
+  else
+    redis.call('ZREM', status_key, id)
+  end
+  redis.call('ZADD', set_aside_key, now, id)
+  emit(events_key, maxlen, now, 'task.set_aside', id)
+end

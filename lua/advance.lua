@@ -8,7 +8,11 @@
   ARGV[3] fence token, or '' for none
   ARGV[4] events maxlen
   ARGV[5] chain id
-  Returns {'OK'} | {'OK', 'NOOP'} | {'STALE', current} | {'TRANSITION', cursor} ]]
+  KEYS[#KEYS] meta hash      ponos:{ns}:meta (the namespace guard)
+  ARGV[#ARGV] the namespace's epoch, as the store opened it
+  Returns {'OK'} | {'OK', 'NOOP'} | {'STALE', current} | {'TRANSITION', cursor} | {'LOST', epoch} ]]
+local lost = namespace_lost(KEYS[#KEYS], ARGV[#ARGV])
+if lost then return lost end
 local chain_key, events_key = KEYS[1], KEYS[2]
 local now = now_ms(ARGV[1])
 local block, fence, maxlen, chain_id = tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]

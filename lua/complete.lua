@@ -9,7 +9,11 @@
   ARGV[2] token
   ARGV[3] events maxlen
   ARGV[4] task id
-  Returns {'OK'} | {'OK', 'REPLAY'} | {'NOTFOUND'} | {'STALE', current} | {'TRANSITION', status} ]]
+  KEYS[#KEYS] meta hash      ponos:{ns}:meta (the namespace guard)
+  ARGV[#ARGV] the namespace's epoch, as the store opened it
+  Returns {'OK'} | {'OK', 'REPLAY'} | {'NOTFOUND'} | {'STALE', current} | {'TRANSITION', status} | {'LOST', epoch} ]]
+local lost = namespace_lost(KEYS[#KEYS], ARGV[#ARGV])
+if lost then return lost end
 local task_key, processing_key, completed_key, events_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local now = now_ms(ARGV[1])
 local token, maxlen, id = ARGV[2], ARGV[3], ARGV[4]

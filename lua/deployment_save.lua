@@ -7,11 +7,15 @@
   ARGV[2] history maxlen
   ARGV[3] deployment id
   ARGV[4..] field, value, field, value ... (includes status and error)
-  Returns {'OK'} ]]
+  KEYS[#KEYS] meta hash      ponos:{ns}:meta (the namespace guard)
+  ARGV[#ARGV] the namespace's epoch, as the store opened it
+  Returns {'OK'} | {'LOST', epoch} ]]
+local lost = namespace_lost(KEYS[#KEYS], ARGV[#ARGV])
+if lost then return lost end
 local deployment_key, history_key, index_key = KEYS[1], KEYS[2], KEYS[3]
 local now = now_ms(ARGV[1])
 redis.call('DEL', deployment_key)
-redis.call('HSET', deployment_key, unpack(ARGV, 4))
+redis.call('HSET', deployment_key, unpack(ARGV, 4, #ARGV - 1))
 redis.call('ZADD', index_key, 0, ARGV[3])
 local f = redis.call('HMGET', deployment_key, 'status', 'error')
 redis.call('XADD', history_key, 'MAXLEN', ARGV[2], '*', 'status', f[1], 'at', int(now), 'error', f[2])

@@ -8,7 +8,11 @@
   ARGV[2] target status
   ARGV[3] error ('' keeps the current one)
   ARGV[4] history maxlen
-  Returns {'OK'} | {'OK', 'NOOP'} | {'NOTFOUND'} | {'TRANSITION', status} ]]
+  KEYS[#KEYS] meta hash      ponos:{ns}:meta (the namespace guard)
+  ARGV[#ARGV] the namespace's epoch, as the store opened it
+  Returns {'OK'} | {'OK', 'NOOP'} | {'NOTFOUND'} | {'TRANSITION', status} | {'LOST', epoch} ]]
+local lost = namespace_lost(KEYS[#KEYS], ARGV[#ARGV])
+if lost then return lost end
 local deployment_key, history_key = KEYS[1], KEYS[2]
 local now = now_ms(ARGV[1])
 local target, err, maxlen = ARGV[2], ARGV[3], ARGV[4]

@@ -17,8 +17,12 @@
   ARGV[6] events maxlen
   ARGV[7] task id
   ARGV[8] key prefix         ponos:{ns}:
+  KEYS[#KEYS] meta hash      ponos:{ns}:meta (the namespace guard)
+  ARGV[#ARGV] the namespace's epoch, as the store opened it
   Returns {'OK', status} | {'OK', 'REPLAY'} | {'NOTFOUND'} | {'STALE', current} | {'TRANSITION', status}
-    | {'CORRUPT', field} ]]
+    | {'CORRUPT', field} | {'LOST', epoch} ]]
+local lost = namespace_lost(KEYS[#KEYS], ARGV[#ARGV])
+if lost then return lost end
 local task_key, processing_key, failed_key, pending_key, fence_key, events_key =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local now = now_ms(ARGV[1])
@@ -32,7 +36,7 @@ local attempts = tonumber(cur[4])
 if attempts == nil then return {'CORRUPT', 'attempts'} end
 redis.call('ZREM', processing_key, id)
 if retry and attempts < max_attempts then
-  local new_token = int(redis.call('INCR', fence_key))
+  local new_token = next_token(fence_key, now)
   redis.call('HSET', task_key, 'status', 'pending', 'token', new_token, 'last_error', reason, 'updated_at', int(now))
   redis.call('HDEL', task_key, 'owner', 'lease_until')
   enqueue(task_key, pending_key, prefix, id)

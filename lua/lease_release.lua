@@ -4,7 +4,11 @@
   The cursor stays.
   KEYS[1] chain hash         ponos:{ns}:chain:<chain_id>
   ARGV[1] token
-  Returns {'OK'} | {'STALE', current} ]]
+  KEYS[#KEYS] meta hash      ponos:{ns}:meta (the namespace guard)
+  ARGV[#ARGV] the namespace's epoch, as the store opened it
+  Returns {'OK'} | {'STALE', current} | {'LOST', epoch} ]]
+local lost = namespace_lost(KEYS[#KEYS], ARGV[#ARGV])
+if lost then return lost end
 local cur = redis.call('HGET', KEYS[1], 'lease_token')
 if not cur then return {'OK'} end
 if cur ~= ARGV[1] then return {'STALE', cur} end

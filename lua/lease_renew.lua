@@ -5,7 +5,11 @@
   ARGV[2] owner
   ARGV[3] token
   ARGV[4] ttl (ms)
-  Returns {'OK', expires_at} | {'STALE', current} ]]
+  KEYS[#KEYS] meta hash      ponos:{ns}:meta (the namespace guard)
+  ARGV[#ARGV] the namespace's epoch, as the store opened it
+  Returns {'OK', expires_at} | {'STALE', current} | {'LOST', epoch} ]]
+local lost = namespace_lost(KEYS[#KEYS], ARGV[#ARGV])
+if lost then return lost end
 local chain_key = KEYS[1]
 local now = now_ms(ARGV[1])
 local owner, token, ttl = ARGV[2], ARGV[3], tonumber(ARGV[4])

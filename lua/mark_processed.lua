@@ -6,7 +6,11 @@
   ARGV[1] now (ms) or ''
   ARGV[2] ttl (ms)
   ARGV[3] mark id (unique per call, the same on its retries)
-  Returns 1 marked by this call | 0 already marked ]]
+  KEYS[#KEYS] meta hash      ponos:{ns}:meta (the namespace guard)
+  ARGV[#ARGV] the namespace's epoch, as the store opened it
+  Returns 1 marked by this call | 0 already marked | {'LOST', epoch} ]]
+local lost = namespace_lost(KEYS[#KEYS], ARGV[#ARGV])
+if lost then return lost end
 local now = now_ms(ARGV[1])
 local ttl, mark_id = tonumber(ARGV[2]), ARGV[3]
 local cur = redis.call('GET', KEYS[1])

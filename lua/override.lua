@@ -17,7 +17,11 @@
   ARGV[5] task id
   ARGV[6] event kind of this change
   ARGV[7] key prefix         ponos:{ns}:
-  Returns {'OK'} | {'OK', 'NOOP'} | {'NOTFOUND'} | {'TRANSITION', status} ]]
+  KEYS[#KEYS] meta hash      ponos:{ns}:meta (the namespace guard)
+  ARGV[#ARGV] the namespace's epoch, as the store opened it
+  Returns {'OK'} | {'OK', 'NOOP'} | {'NOTFOUND'} | {'TRANSITION', status} | {'LOST', epoch} ]]
+local lost = namespace_lost(KEYS[#KEYS], ARGV[#ARGV])
+if lost then return lost end
 local task_key, pending_key, processing_key, completed_key, failed_key, fence_key, events_key =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local now = now_ms(ARGV[1])
@@ -41,7 +45,7 @@ if status == 'pending' then
 else
   redis.call('ZREM', index[status], id)
 end
-local token = int(redis.call('INCR', fence_key))
+local token = next_token(fence_key, now)
 redis.call('HSET', task_key, 'status', target, 'token', token, 'updated_at', int(now))
 if target == 'processing' then
   owner = 'manual'

@@ -12,13 +12,17 @@
   ARGV[3] events maxlen
   ARGV[4] task id
   ARGV[5] key prefix         ponos:{ns}:
-  Returns {'OK'} | {'NOTFOUND'} | {'STALE', current} | {'TRANSITION', status} ]]
+  KEYS[#KEYS] meta hash      ponos:{ns}:meta (the namespace guard)
+  ARGV[#ARGV] the namespace's epoch, as the store opened it
+  Returns {'OK'} | {'NOTFOUND'} | {'STALE', current} | {'TRANSITION', status} | {'LOST', epoch} ]]
+local lost = namespace_lost(KEYS[#KEYS], ARGV[#ARGV])
+if lost then return lost end
 local task_key, processing_key, pending_key, fence_key, events_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local now = now_ms(ARGV[1])
 local token, maxlen, id, prefix = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local refused = check_held(task_key, token, 'processing')
 if refused then return refused end
-local new_token = int(redis.call('INCR', fence_key))
+local new_token = next_token(fence_key, now)
 redis.call('HSET', task_key, 'status', 'pending', 'token', new_token, 'updated_at', int(now))
 redis.call('HDEL', task_key, 'owner', 'lease_until')
 redis.call('ZREM', processing_key, id)

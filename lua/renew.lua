@@ -7,7 +7,11 @@
   ARGV[2] token
   ARGV[3] lease (ms)
   ARGV[4] task id
-  Returns {'OK', lease_until} | {'NOTFOUND'} | {'STALE', current} | {'TRANSITION', status} ]]
+  KEYS[#KEYS] meta hash      ponos:{ns}:meta (the namespace guard)
+  ARGV[#ARGV] the namespace's epoch, as the store opened it
+  Returns {'OK', lease_until} | {'NOTFOUND'} | {'STALE', current} | {'TRANSITION', status} | {'LOST', epoch} ]]
+local lost = namespace_lost(KEYS[#KEYS], ARGV[#ARGV])
+if lost then return lost end
 local task_key, processing_key = KEYS[1], KEYS[2]
 local now = now_ms(ARGV[1])
 local token, lease_ms, id = ARGV[2], tonumber(ARGV[3]), ARGV[4]

@@ -6,25 +6,33 @@
   KEYS[1]        seq counter        ponos:{ns}:seq
   KEYS[2]        pending zset       ponos:{ns}:tasks:pending
   KEYS[3]        event stream       ponos:{ns}:events
-  KEYS[2+2i]     task hash          ponos:{ns}:task:<id>          (task i = 1..n)
-  KEYS[3+2i]     AVS pending zset   ponos:{ns}:avs:<avs>:pending
+  KEYS[1+3i]     task hash          ponos:{ns}:task:<id>          (task i = 1..n)
+  KEYS[2+3i]     AVS pending zset   ponos:{ns}:avs:<avs>:pending
+  KEYS[3+3i]     chain task index   ponos:{ns}:chain:<chain_id>:tasks (score: block_number)
   ARGV[1]        now (ms) or '' for the server's TIME
   ARGV[2]        events maxlen
   ARGV[3]        save id (unique per call, the same on its retries)
   ARGV[4]        f, the number of task fields
   ARGV[5..4+f]   the task field names
   ARGV[5+f+(i-1)*f ..]  the field values of task i, in that order
-  Returns {'OK', created} | {'EXISTS', task_id} ]]
+  KEYS[#KEYS] meta hash      ponos:{ns}:meta (the namespace guard)
+  ARGV[#ARGV] the namespace's epoch, as the store opened it
+  Bounded work: at most 500 tasks per call (the store splits larger batches).
+  Returns {'OK', created} | {'EXISTS', task_id} | {'TOOMANY', n} | {'LOST', epoch} ]]
+local lost = namespace_lost(KEYS[#KEYS], ARGV[#ARGV])
+if lost then return lost end
 local seq_key, pending_key, events_key = KEYS[1], KEYS[2], KEYS[3]
 local now = now_ms(ARGV[1])
 local maxlen, save_id = ARGV[2], ARGV[3]
 local f = tonumber(ARGV[4])
-local n = (#KEYS - 3) / 2
+local n = (#KEYS - 4) / 3
+if n > 500 then return {'TOOMANY', int(n)} end  -- the store saves at most 500 per call
 local names = {}
-local id_pos
+local id_pos, block_pos
 for j = 1, f do
   names[j] = ARGV[4 + j]
   if names[j] == 'task_id' then id_pos = j end
+  if names[j] == 'block_number' then block_pos = j end
 end
 
 local function value(i, j) return ARGV[4 + f + (i - 1) * f + j] end
@@ -33,7 +41,7 @@ local function value(i, j) return ARGV[4 + f + (i - 1) * f + j] end
 local is_new = {}
 local replayed = 0
 for i = 1, n do
-  local task_key = KEYS[2 + 2 * i]
+  local task_key = KEYS[1 + 3 * i]
   if redis.call('EXISTS', task_key) == 1 then
     local stored = redis.call('HMGET', task_key, unpack(names))
     for j = 1, f do
@@ -49,7 +57,7 @@ end
 local created = replayed
 for i = 1, n do
   if is_new[i] then
-    local task_key = KEYS[2 + 2 * i]
+    local task_key = KEYS[1 + 3 * i]
     local id = value(i, id_pos)
     local seq = redis.call('INCR', seq_key)
     local fields = {}
@@ -60,7 +68,8 @@ for i = 1, n do
     redis.call('HSET', task_key, 'status', 'pending', 'seq', int(seq), 'attempts', '0',
       'created_at', int(now), 'updated_at', int(now), 'save_id', save_id, unpack(fields))
     redis.call('ZADD', pending_key, seq, id)
-    redis.call('ZADD', KEYS[3 + 2 * i], seq, id)
+    redis.call('ZADD', KEYS[2 + 3 * i], seq, id)
+    redis.call('ZADD', KEYS[3 + 3 * i], value(i, block_pos), id)
     emit(events_key, maxlen, now, 'task.saved', id, 'pending')
     created = created + 1
   end

@@ -6,7 +6,11 @@
   ARGV[1] block number
   ARGV[2] the record (JSON: hash, parent_hash, timestamp)
   ARGV[3] window
-  Returns {'OK', dropped} ]]
+  KEYS[#KEYS] meta hash      ponos:{ns}:meta (the namespace guard)
+  ARGV[#ARGV] the namespace's epoch, as the store opened it
+  Returns {'OK', dropped} | {'LOST', epoch} ]]
+local lost = namespace_lost(KEYS[#KEYS], ARGV[#ARGV])
+if lost then return lost end
 local blocks_key, index_key = KEYS[1], KEYS[2]
 local number, body, window = ARGV[1], ARGV[2], tonumber(ARGV[3])
 redis.call('HSET', blocks_key, number, body)

@@ -1,4 +1,10 @@
-"""ponos-redis: durable, shared state for Ponos aggregators and executors, on Redis."""
+"""ponos-redis: durable, shared state for Ponos aggregators and executors, on Redis.
+
+``RedisAggregatorStore`` and ``RedisExecutorStore`` are imported on first use
+(module ``__getattr__``), so ``import ponos_redis`` does not load redis-py.
+"""
+
+from typing import TYPE_CHECKING, Any
 
 from ._clock import ManualClock
 from ._open import open_aggregator_store, open_executor_store
@@ -10,11 +16,13 @@ from .errors import (
     DurabilityError,
     InvalidInputError,
     InvalidTransitionError,
+    NamespaceLostError,
     NotFoundError,
     PonosStorageError,
     SchemaVersionError,
     StaleLeaseError,
     StoreClosedError,
+    StoreConfigurationError,
     StoreUnavailableError,
 )
 from .interfaces import AggregatorStore, ExecutorStore
@@ -39,7 +47,27 @@ from .models import (
     TaskStatus,
 )
 
+if TYPE_CHECKING:
+    from .backends.redis import RedisAggregatorStore, RedisExecutorStore
+
 __version__ = "0.1.0"
+
+_LAZY = {"RedisAggregatorStore", "RedisExecutorStore"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from .backends import redis
+
+        value = getattr(redis, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "AggregatorStore",
@@ -64,14 +92,18 @@ __all__ = [
     "ManualClock",
     "MemoryAggregatorStore",
     "MemoryExecutorStore",
+    "NamespaceLostError",
     "NotFoundError",
     "OperatorSetTaskConfig",
     "PerformerState",
     "PonosStorageError",
+    "RedisAggregatorStore",
+    "RedisExecutorStore",
     "SchemaVersionError",
     "StaleLeaseError",
     "StorageConfig",
     "StoreClosedError",
+    "StoreConfigurationError",
     "StoreEvent",
     "StoreUnavailableError",
     "Task",

@@ -10,16 +10,26 @@ Which errors are retried, and why a retry is safe:
 - ``BusyLoadingError``: the server is loading its AOF/RDB after a restart;
   nothing was applied.
 - ``ReadOnlyError``, ``NOREPLICAS``, ``MASTERDOWN``: we reached a replica or a
-  master that refuses writes; nothing was applied. Sentinel clients then
-  rediscover the master on the next attempt.
+  master that refuses writes; nothing was applied. Sentinel and Cluster
+  clients then rediscover the master on the next attempt.
 - ``TRYAGAIN``, ``CLUSTERDOWN``, ``MOVED``/``ASK`` left over by the cluster
   client: the cluster is resharding or failing over; nothing was applied.
 - The cluster client's ``SlotNotCoveredError``, and its "cannot be connected"
   (no node answered; a connection error underneath): its slot map is being
   rebuilt or no node is up. Other ``RedisClusterException`` are bugs.
+- ``NoScriptError``: a ``SCRIPT FLUSH`` (or a failover) emptied the script
+  cache between redis-py's reload of a script and its second ``EVALSHA``; the
+  script did not run, and the next attempt loads it again.
+
+Errors no retry can fix raise :class:`StoreConfigurationError` at once:
+a refused password or user (``WRONGPASS``, ``NOAUTH``, redis-py's
+``AuthenticationError``), a database index the server does not have, and
+``READONLY`` from a client that cannot look for another master (a plain URL
+naming a replica; see :func:`can_rediscover`).
 
 redis-py's own retry is switched off (``Retry(NoBackoff(), 0)``) so this is the
-only retry layer: bounded attempts, jittered exponential backoff.
+only retry layer: jittered exponential backoff, bounded by total time
+(``retry.total_s``) and by attempts (``retry.attempts``).
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -35,14 +46,15 @@ import redis.asyncio as aioredis
 import tenacity
 from redis import exceptions as rexc
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 
 from .config import RedisSettings, RetrySettings
-from .errors import InvalidInputError, PonosStorageError, StoreUnavailableError
+from .errors import InvalidInputError, PonosStorageError, StoreConfigurationError, StoreUnavailableError
 
-__all__ = ["RedisClient", "connect", "redact", "retrying"]
+__all__ = ["RedisClient", "can_rediscover", "configuration_problem", "connect", "redact", "retrying"]
 
 log = logging.getLogger("ponos_redis")
 
@@ -50,12 +62,93 @@ RedisClient = aioredis.Redis | RedisCluster
 T = TypeVar("T")
 
 _RETRIED_REPLIES = ("NOREPLICAS", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "LOADING", "READONLY")
+_AUTH_REPLIES = ("WRONGPASS", "NOAUTH")
+_NO_SUCH_DB = "DB index is out of range"
 
 
-def is_transient(exc: BaseException) -> bool:
-    """Whether ``exc`` is an error the retry policy handles."""
+class _DatabaseIndexError(rexc.ConnectionError):
+    """SELECT refused the configured database index when a connection was set up.
+
+    A connection error, not a ``ResponseError``, so that no caller mistakes it for
+    the refusal of one command (a renamed ``CONFIG``, say): it refuses the whole
+    connection. redis-py disconnects a connection whose setup raised a RedisError.
+    """
+
+
+async def _on_connect(connection: AbstractConnection) -> None:
+    """redis-py's own connection setup (AUTH, HELLO, SELECT), saying which database is missing."""
+    try:
+        await connection.on_connect()
+    except rexc.ResponseError as exc:
+        if _NO_SUCH_DB not in str(exc):
+            raise
+        db = getattr(connection, "db", "?")
+        raise _DatabaseIndexError(
+            f"the URL selects database index {db}, and the server answered {_NO_SUCH_DB!r}: "
+            f"it has fewer databases (its 'databases' setting, 16 unless changed); "
+            f"use an index the server has, such as 0"
+        ) from exc
+
+
+def can_rediscover(client: object) -> bool:
+    """Whether ``client`` looks for the current master by itself (Sentinel, Cluster).
+
+    For such a client ``READONLY`` means a failover is under way and the next
+    attempt reaches the new master; for a client of a plain URL it means the URL
+    names a replica, which no retry changes.
+    """
+    if isinstance(client, RedisCluster):
+        return True
+    return isinstance(getattr(client, "connection_pool", None), SentinelConnectionPool)
+
+
+def configuration_problem(exc: BaseException, *, rediscovers: bool = True) -> str | None:
+    """What is wrong with the configuration when ``exc`` is an error no retry can fix, else None.
+
+    ``rediscovers``: whether the client finds a new master by itself (:func:`can_rediscover`).
+    The text never contains a password (Redis and redis-py do not echo it; it is redacted too).
+    """
+    if isinstance(exc, rexc.RedisClusterException) and exc.__cause__ is not None:
+        # "cannot be connected": the error of the last startup node is chained underneath.
+        return configuration_problem(exc.__cause__, rediscovers=rediscovers)
+    if not isinstance(exc, rexc.RedisError):
+        return None
+    text = str(exc)
+    code = getattr(exc, "status_code", None) or ""
+    if (
+        isinstance(exc, rexc.AuthenticationError | rexc.AuthenticationWrongNumberOfArgsError)
+        or code in _AUTH_REPLIES
+        or text.startswith(_AUTH_REPLIES)
+    ):
+        reply = f"{code} {text}" if code and not text.startswith(code) else text
+        return (
+            f"authentication failed: the server refused the configured user or password "
+            f"({redact(reply)}); check password_env and the credentials in the URL"
+        )
+    if isinstance(exc, _DatabaseIndexError) or text.startswith(_NO_SUCH_DB):
+        detail = text if isinstance(exc, _DatabaseIndexError) else f"the server answered {text!r}"
+        return f"the database index does not exist: {detail}"
+    if not rediscovers and (isinstance(exc, rexc.ReadOnlyError) or text.startswith("READONLY")):
+        return (
+            "the server is a read-only replica (READONLY: it refuses writes), and a plain URL "
+            "never leads anywhere else: point redis.url at the master, or use Sentinel "
+            "(redis+sentinel:// or a sentinel: block) to follow failovers"
+        )
+    return None
+
+
+def is_transient(exc: BaseException, *, rediscovers: bool = True) -> bool:
+    """Whether ``exc`` is an error the retry policy handles.
+
+    ``rediscovers``: whether the client finds a new master by itself (:func:`can_rediscover`);
+    without it ``READONLY`` is a configuration problem, not a failover.
+    """
+    if configuration_problem(exc, rediscovers=rediscovers) is not None:
+        return False
     if isinstance(exc, rexc.ConnectionError | rexc.TimeoutError | rexc.BusyLoadingError | rexc.ReadOnlyError):
         return True
+    if isinstance(exc, rexc.NoScriptError):
+        return True  # the script did not run; the next attempt loads it again
     if isinstance(exc, rexc.ClusterDownError | rexc.TryAgainError | rexc.MovedError | rexc.AskError):
         return True
     if isinstance(exc, rexc.SlotNotCoveredError):
@@ -63,47 +156,96 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, rexc.RedisClusterException):
         # Not a RedisError: "cannot be connected" (no startup node answered) chains the
         # connection error; anything else (a key outside any slot, ...) is a bug, not retried.
-        return exc.__cause__ is not None and is_transient(exc.__cause__)
+        return exc.__cause__ is not None and is_transient(exc.__cause__, rediscovers=rediscovers)
     return isinstance(exc, rexc.ResponseError) and str(exc).startswith(_RETRIED_REPLIES)
 
 
 def redact(text: str) -> str:
-    """Remove passwords from a Redis URL (user info and a ``password=`` query)."""
+    """Remove passwords from the Redis URLs in ``text`` (user info and a ``password=`` query).
+
+    The password of the user info runs to the last ``@`` of the URL, so a
+    password holding an unencoded ``@``, ``/``, ``?`` or ``#`` is hidden
+    whole (at worst more than the password is hidden, never less).
+
+    Args:
+        text: a URL, or a message that may quote one.
+    """
     text = _QUERY_PASSWORD_RE.sub(r"\1***", text)
     return _USERINFO_PASSWORD_RE.sub(r"\1***@", text)
 
 
 _QUERY_PASSWORD_RE = re.compile(r"([?&]password=)[^&#\s]*")
-_USERINFO_PASSWORD_RE = re.compile(r"(\w[\w+.-]*://[^:/@\s]*:)[^@\s]*@")
+# Greedy up to the last "@" before whitespace: the user info ends at the last "@".
+_USERINFO_PASSWORD_RE = re.compile(r"(\w[\w+.-]*://[^:/@\s]*:)\S*@")
 
 
-async def retrying(policy: RetrySettings, call: Callable[[], Awaitable[T]], what: str) -> T:
-    """Run ``call`` under the retry policy; translate what is left into our errors."""
+def _budgeted_wait(policy: RetrySettings) -> Callable[[tenacity.RetryCallState], float]:
+    """Jittered exponential waits from 50 ms up to ``max_backoff_ms``, never past ``total_s``.
+
+    The last wait is cut to what is left of the budget, so the last attempt starts
+    by ``total_s`` at the latest: one attempt (bounded by the socket timeouts) is
+    all a call can run past it.
+    """
+    jittered = tenacity.wait_random_exponential(multiplier=0.05, max=policy.max_backoff_ms / 1000)
+
+    def wait(state: tenacity.RetryCallState) -> float:
+        left = policy.total_s - (state.seconds_since_start or 0.0)
+        return max(0.0, min(jittered(state), left))
+
+    return wait
+
+
+async def retrying(
+    policy: RetrySettings, call: Callable[[], Awaitable[T]], what: str, *, rediscovers: bool = True
+) -> T:
+    """Run ``call`` under the retry policy; translate what is left into our errors.
+
+    Transient errors are retried until ``policy.total_s`` seconds have passed since
+    the first attempt or ``policy.attempts`` attempts were made, whichever comes
+    first; then :class:`StoreUnavailableError`. An error no retry can fix raises
+    :class:`StoreConfigurationError` after the one attempt.
+
+    Args:
+        rediscovers: whether the client finds a new master by itself
+            (:func:`can_rediscover`): only then is ``READONLY`` worth retrying.
+    """
+    started = time.monotonic()
+    attempts = 0
     retryer = tenacity.AsyncRetrying(
-        stop=tenacity.stop_after_attempt(policy.attempts),
-        wait=tenacity.wait_random_exponential(multiplier=0.05, max=policy.max_backoff_ms / 1000),
-        retry=tenacity.retry_if_exception(is_transient),
+        stop=tenacity.stop_after_delay(policy.total_s) | tenacity.stop_after_attempt(policy.attempts),
+        wait=_budgeted_wait(policy),
+        retry=tenacity.retry_if_exception(lambda exc: is_transient(exc, rediscovers=rediscovers)),
         reraise=True,
         before_sleep=lambda state: log.warning(
-            "%s: transient Redis error (%s), attempt %d of %d",
+            "%s: transient Redis error (%s), attempt %d of at most %d, %.1f s of %g s; next in %.2f s",
             what,
             type(state.outcome.exception()).__name__ if state.outcome else "?",
             state.attempt_number,
             policy.attempts,
+            state.seconds_since_start or 0.0,
+            policy.total_s,
+            state.upcoming_sleep,
         ),
     )
     try:
         async for attempt in retryer:
             with attempt:
+                attempts += 1
                 return await call()
         raise AssertionError("unreachable: tenacity reraises the last error")
     except PonosStorageError:
         raise
     except (rexc.RedisError, rexc.RedisClusterException) as exc:
-        if is_transient(exc):
+        problem = configuration_problem(exc, rediscovers=rediscovers)
+        if problem is not None:
+            raise StoreConfigurationError(f"{what}: {problem}; no retry can fix this") from None
+        if is_transient(exc, rediscovers=rediscovers):
+            elapsed = time.monotonic() - started
             raise StoreUnavailableError(
-                f"{what}: Redis unavailable after {policy.attempts} attempts ({type(exc).__name__}: "
-                f"{redact(str(exc))}); the outcome is unknown and the call is safe to repeat"
+                f"{what}: Redis unavailable for {elapsed:.1f} s, {attempts} attempt(s) "
+                f"(retry budget: {policy.total_s:g} s or {policy.attempts} attempts; last error "
+                f"{type(exc).__name__}: {redact(str(exc))}); the outcome is unknown and the call "
+                f"is safe to repeat"
             ) from None
         raise PonosStorageError(f"{what}: Redis error: {redact(str(exc))}") from None
 
@@ -150,11 +292,13 @@ def connect(settings: RedisSettings) -> RedisClient:
             health_check_interval=settings.health_check_interval_s,
             **kwargs,
         )
+    # A database index the server lacks fails each connection's setup (a cluster has only 0).
+    kwargs["redis_connect_func"] = _on_connect
     if settings.sentinel is not None:
         hosts = settings.sentinel.addresses()
         service, db = settings.sentinel.service, 0
     elif settings.url is not None and settings.url.startswith("redis+sentinel://"):
-        hosts, service, db, url_password = _sentinel_from_url(settings.url)
+        hosts, service, db, url_password = _sentinel_from_url(settings.connection_url() or "")
         if url_password is not None and "password" not in kwargs:
             kwargs["password"] = url_password
     else:
@@ -162,7 +306,7 @@ def connect(settings: RedisSettings) -> RedisClient:
         if settings.url.startswith("unix://"):
             del kwargs["socket_keepalive"]  # a TCP option; Unix sockets refuse it
         return aioredis.Redis.from_url(
-            settings.url, health_check_interval=settings.health_check_interval_s, **kwargs
+            settings.connection_url() or "", health_check_interval=settings.health_check_interval_s, **kwargs
         )
     sentinel_kwargs: dict[str, Any] = {
         "socket_timeout": settings.connect_timeout_s,

@@ -93,7 +93,10 @@ def open_executor_store(
             from .backends.memory import MemoryExecutorStore
 
             return MemoryExecutorStore(
-                cfg.namespace, **_memory_tuning(cfg, "processed_ttl_s", "history_maxlen", "max_payload_bytes")
+                cfg.namespace,
+                **_memory_tuning(
+                    cfg, "processed_ttl_s", "history_maxlen", "max_payload_bytes", "create_namespace"
+                ),
             )
         from .backends.redis import RedisExecutorStore
 

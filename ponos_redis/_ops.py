@@ -12,6 +12,7 @@ from .errors import (
     AlreadyExistsError,
     CorruptRecordError,
     InvalidTransitionError,
+    NamespaceLostError,
     NotFoundError,
     PonosStorageError,
     StaleLeaseError,
@@ -50,6 +51,17 @@ def check(reply: Any, subject: str, *, key: str = "") -> list[Any]:
         raise InvalidTransitionError(f"{subject}: not allowed from its current state ({detail})")
     if code == "CORRUPT":
         raise CorruptRecordError(key or subject, f"field {detail!r} cannot be decoded")
+    if code == "LOST":
+        raise NamespaceLostError(namespace_lost_message(subject, detail))
     if code == "EXISTS":
         raise AlreadyExistsError(f"a different task with id {detail!r} already exists")
     raise PonosStorageError(f"{subject}: script answered {code} {detail}")
+
+
+def namespace_lost_message(subject: str, epoch: str) -> str:
+    now = f"it now has epoch {epoch!r}" if epoch else "it no longer exists"
+    return (
+        f"{subject}: refused, the namespace is not the one this store opened ({now}): Redis lost its "
+        "data or the namespace was re-created. Nothing was written. Stop this service; its leases and "
+        "tokens belong to a namespace that is gone"
+    )

@@ -39,6 +39,10 @@ SCRIPT_NAMES: tuple[str, ...] = (
     "deployment_update",
     "mark_processed",
     "is_processed",
+    "namespace_open",
+    "set_aside",
+    "fail_orphaned",
+    "runner_lease",
 )
 
 _HEADER_RE = re.compile(r"\A#!lua[^\n]*\n--\[\[(.*?)\]\]", re.S)

@@ -4,6 +4,34 @@ A store validates everything a call was given before it writes anything, so
 bad input raises :class:`InvalidInputError` and never leaves a partial write.
 Normalising (lower-cased addresses, UTC datetimes truncated to milliseconds)
 happens here too, so both backends store and compare exactly the same values.
+
+Every string must be encodable as UTF-8 (a lone surrogate such as ``"\\ud800"``
+is refused) and has a bound, counted in characters (``len(s)``). Bad or
+oversized values raise ``InvalidInputError`` and nothing is written.
+
+======================  ======  ===========================================================
+Constant                Bound   Fields
+======================  ======  ===========================================================
+``MAX_ID_CHARS``        1-256   ids (task, performer, deployment, inflight task), owners
+``MAX_HASH_CHARS``      256     ``Task.block_hash``, ``BlockRecord.hash``, ``parent_hash``
+``MAX_ADDRESS_CHARS``   256     ``Task.callback_address``, ``InflightTask.aggregator_address``
+``MAX_TEXT_CHARS``      4096    the ``fail_task`` reason, ``Deployment.error``, the ``error``
+                                of ``update_deployment_status``
+``MAX_FIELD_CHARS``     1024    ``PerformerState.resource_id``, ``status``,
+                                ``artifact_registry``, ``artifact_digest``, ``artifact_tag``,
+                                ``deployment_mode``, ``network_name``, ``container_endpoint``,
+                                ``container_hostname``; ``Deployment.artifact_registry``,
+                                ``artifact_digest``
+``MAX_STATUS_CHARS``    256     ``InflightTask.status``
+``MAX_ENV_NAME_CHARS``  256     ``EnvironmentVar.name``, ``value_from_env``
+``MAX_ENV_VALUE_CHARS`` 32768   ``EnvironmentVar.value``
+``MAX_ENV_VARS``        1024    entries of ``PerformerState.environment_vars``
+``MAX_URL_CHARS``       4096    ``redis.url`` of the config (checked when it is built)
+======================  ======  ===========================================================
+
+The task payload and an operator set's ``task_metadata`` are bounded in bytes
+by ``tasks.max_payload_bytes`` (1 MiB by default). Datetimes must be aware and
+stay within years 1-9999 once converted to UTC.
 """
 
 from __future__ import annotations
@@ -19,6 +47,7 @@ from .errors import InvalidInputError
 from .models import (
     AvsConfig,
     BlockRecord,
+    ChainLease,
     Consensus,
     ConsensusType,
     CurveType,
@@ -33,6 +62,19 @@ from .models import (
 )
 
 MAX_INT = 2**53
+
+# The bounds of string fields, in characters (see the table above).
+MAX_ID_CHARS = 256
+MAX_HASH_CHARS = 256
+MAX_ADDRESS_CHARS = 256
+MAX_TEXT_CHARS = 4096
+MAX_FIELD_CHARS = 1024
+MAX_STATUS_CHARS = 256
+MAX_ENV_NAME_CHARS = 256
+MAX_ENV_VALUE_CHARS = 32 * 1024
+MAX_ENV_VARS = 1024
+MAX_URL_CHARS = 4096  # redis.url of the config
+
 _NAMESPACE_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _ADDRESS_RE = re.compile(r"0[xX][0-9a-fA-F]{40}")
 # Whitespace and control characters (C0, DEL, C1, and Unicode separators).
@@ -45,15 +87,63 @@ def namespace(value: object) -> str:
     return value
 
 
+def _utf8(value: str, what: str) -> None:
+    """Refuse a string that cannot be encoded as UTF-8 (it holds a lone surrogate)."""
+    if value.isascii():
+        return
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidInputError(
+            f"{what} is not valid text: it holds a lone surrogate (at index {exc.start}), "
+            "which cannot be encoded as UTF-8"
+        ) from None
+
+
 def ident(value: object, what: str = "id") -> str:
-    """An id: 1-256 characters, no whitespace or control characters."""
+    """An id: 1-256 characters, no whitespace or control characters, valid UTF-8.
+
+    Args:
+        value: the id to check.
+        what: the name of the field, for the error message.
+
+    Raises:
+        InvalidInputError: it is not a string, is empty or too long, holds whitespace, a
+            control character or a lone surrogate.
+    """
     if not isinstance(value, str):
         raise InvalidInputError(f"{what} must be a string, got {type(value).__name__}")
-    if not 1 <= len(value) <= 256:
-        raise InvalidInputError(f"{what} must be 1-256 characters, got {len(value)}")
+    if not 1 <= len(value) <= MAX_ID_CHARS:
+        raise InvalidInputError(f"{what} must be 1-{MAX_ID_CHARS} characters, got {len(value)}")
+    _utf8(value, what)
     if _BAD_ID_CHAR_RE.search(value):
         raise InvalidInputError(f"{what} must not contain whitespace or control characters: {value!r}")
     return value
+
+
+def ids(values: object, what: str, max_count: int) -> list[str]:
+    """A collection of ids (not one string): at most ``max_count``, each an :func:`ident`.
+
+    Args:
+        values: the ids to check (a list, set, tuple ...).
+        what: the name of the argument, for the error message.
+        max_count: how many ids it may hold.
+
+    Returns:
+        the ids in their order, duplicates dropped.
+
+    Raises:
+        InvalidInputError: it is a string or not iterable, holds more than ``max_count``
+            ids, or an id is invalid.
+    """
+    if isinstance(values, str | bytes) or not hasattr(values, "__iter__"):
+        raise InvalidInputError(f"{what} must be a collection of ids, got {type(values).__name__}")
+    seen: dict[str, None] = {}
+    for n, item in enumerate(values):
+        if n >= max_count:
+            raise InvalidInputError(f"{what} must hold at most {max_count} ids")
+        seen[ident(item, f"{what}[{n}]")] = None
+    return list(seen)
 
 
 def address(value: object, what: str = "address") -> str:
@@ -72,9 +162,40 @@ def integer(value: object, what: str) -> int:
     return int(value)
 
 
-def string(value: object, what: str) -> str:
+def token(value: object, what: str = "token") -> int:
+    """A fencing token (of a task or a chain lease, or a fence): an integer
+    0 <= n < 2**53, as the scripts issue them; the same check on both backends."""
+    return integer(value, what)
+
+
+def chain_lease(value: object) -> ChainLease:
+    """A lease given back to renew or release it: a ChainLease whose chain id,
+    owner and token are well-formed (its ``expires_at`` is not consulted)."""
+    _struct(value, ChainLease, "lease")
+    assert isinstance(value, ChainLease)
+    integer(value.chain_id, "lease.chain_id")
+    ident(value.owner, "lease.owner")
+    token(value.token, "lease.token")
+    return value
+
+
+def string(value: object, what: str, max_chars: int = MAX_TEXT_CHARS) -> str:
+    """A free-form string of at most ``max_chars`` characters, valid UTF-8.
+
+    Args:
+        value: the string to check.
+        what: the name of the field, for the error message.
+        max_chars: the bound (default ``MAX_TEXT_CHARS``, the bound of reasons and errors).
+
+    Raises:
+        InvalidInputError: it is not a string, is longer than ``max_chars`` or holds a lone
+            surrogate.
+    """
     if not isinstance(value, str):
         raise InvalidInputError(f"{what} must be a string, got {type(value).__name__}")
+    if len(value) > max_chars:
+        raise InvalidInputError(f"{what} must be at most {max_chars} characters, got {len(value)}")
+    _utf8(value, what)
     return value
 
 
@@ -104,12 +225,29 @@ def limit(value: object, what: str = "limit") -> int:
 
 
 def timestamp(value: object, what: str) -> datetime:
-    """An aware datetime, converted to UTC and truncated to milliseconds."""
+    """An aware datetime, converted to UTC and truncated to milliseconds.
+
+    Every value it returns is within years 1-9999 UTC, so :func:`to_ms` and
+    :func:`from_ms` round-trip it exactly.
+
+    Args:
+        value: the datetime to check.
+        what: the name of the field, for the error message.
+
+    Raises:
+        InvalidInputError: it is not a datetime, is naive, or falls outside years 1-9999
+            once converted to UTC (``datetime(9999, 12, 31, 23, tzinfo=UTC-5)`` does).
+    """
     if not isinstance(value, datetime):
         raise InvalidInputError(f"{what} must be a datetime, got {type(value).__name__}")
     if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
         raise InvalidInputError(f"{what} must be timezone-aware, got a naive datetime")
-    utc = value.astimezone(UTC)
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:
+        raise InvalidInputError(
+            f"{what} is out of range: {value.isoformat()} falls outside years 1-9999 in UTC"
+        ) from None
     return utc.replace(microsecond=utc.microsecond // 1000 * 1000)
 
 
@@ -123,7 +261,13 @@ def to_ms(value: datetime) -> int:
 
 
 def from_ms(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms // 1000, UTC).replace(microsecond=(ms % 1000) * 1000)
+    """The UTC datetime ``ms`` milliseconds after the epoch (exact, on every platform).
+
+    Raises:
+        OverflowError: it falls outside years 1-9999 (never for a value of :func:`to_ms`
+            of a validated :func:`timestamp`).
+    """
+    return _EPOCH + timedelta(milliseconds=ms)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -183,8 +327,8 @@ def task(value: object, max_payload_bytes: int) -> Task:
         operator_set_id=integer(value.operator_set_id, "operator_set_id"),
         chain_id=integer(value.chain_id, "chain_id"),
         block_number=integer(value.block_number, "block_number"),
-        block_hash=string(value.block_hash, "block_hash"),
-        callback_address=string(value.callback_address, "callback_address"),
+        block_hash=string(value.block_hash, "block_hash", MAX_HASH_CHARS),
+        callback_address=string(value.callback_address, "callback_address", MAX_ADDRESS_CHARS),
         deadline=optional_timestamp(value.deadline, "deadline"),
         threshold_bips=integer(value.threshold_bips, "threshold_bips"),
         payload=payload(value.payload, max_payload_bytes),
@@ -211,8 +355,8 @@ def block(value: object) -> BlockRecord:
     return BlockRecord(
         chain_id=integer(value.chain_id, "chain_id"),
         number=integer(value.number, "number"),
-        hash=string(value.hash, "hash"),
-        parent_hash=string(value.parent_hash, "parent_hash"),
+        hash=string(value.hash, "hash", MAX_HASH_CHARS),
+        parent_hash=string(value.parent_hash, "parent_hash", MAX_HASH_CHARS),
         timestamp=integer(value.timestamp, "timestamp"),
     )
 
@@ -251,30 +395,34 @@ def performer(value: object) -> PerformerState:
     env = value.environment_vars
     if not isinstance(env, list | tuple):
         raise InvalidInputError("environment_vars must be a list of EnvironmentVar")
+    if len(env) > MAX_ENV_VARS:
+        raise InvalidInputError(f"environment_vars must have at most {MAX_ENV_VARS} entries, got {len(env)}")
     for var in env:
         _struct(var, EnvironmentVar, "environment_vars[]")
     return msgspec.structs.replace(
         value,
         performer_id=ident(value.performer_id, "performer_id"),
         avs_address=address(value.avs_address, "avs_address"),
-        resource_id=string(value.resource_id, "resource_id"),
-        status=string(value.status, "status"),
-        artifact_registry=string(value.artifact_registry, "artifact_registry"),
-        artifact_digest=string(value.artifact_digest, "artifact_digest"),
-        artifact_tag=string(value.artifact_tag, "artifact_tag"),
-        deployment_mode=string(value.deployment_mode, "deployment_mode"),
+        resource_id=string(value.resource_id, "resource_id", MAX_FIELD_CHARS),
+        status=string(value.status, "status", MAX_FIELD_CHARS),
+        artifact_registry=string(value.artifact_registry, "artifact_registry", MAX_FIELD_CHARS),
+        artifact_digest=string(value.artifact_digest, "artifact_digest", MAX_FIELD_CHARS),
+        artifact_tag=string(value.artifact_tag, "artifact_tag", MAX_FIELD_CHARS),
+        deployment_mode=string(value.deployment_mode, "deployment_mode", MAX_FIELD_CHARS),
         created_at=timestamp(value.created_at, "created_at"),
         last_health_check=optional_timestamp(value.last_health_check, "last_health_check"),
         container_healthy=boolean(value.container_healthy, "container_healthy"),
         application_healthy=boolean(value.application_healthy, "application_healthy"),
-        network_name=string(value.network_name, "network_name"),
-        container_endpoint=string(value.container_endpoint, "container_endpoint"),
-        container_hostname=string(value.container_hostname, "container_hostname"),
+        network_name=string(value.network_name, "network_name", MAX_FIELD_CHARS),
+        container_endpoint=string(value.container_endpoint, "container_endpoint", MAX_FIELD_CHARS),
+        container_hostname=string(value.container_hostname, "container_hostname", MAX_FIELD_CHARS),
         environment_vars=[
             EnvironmentVar(
-                name=string(v.name, "environment_vars[].name"),
-                value=string(v.value, "environment_vars[].value"),
-                value_from_env=string(v.value_from_env, "environment_vars[].value_from_env"),
+                name=string(v.name, "environment_vars[].name", MAX_ENV_NAME_CHARS),
+                value=string(v.value, "environment_vars[].value", MAX_ENV_VALUE_CHARS),
+                value_from_env=string(
+                    v.value_from_env, "environment_vars[].value_from_env", MAX_ENV_NAME_CHARS
+                ),
             )
             for v in env
         ],
@@ -289,8 +437,8 @@ def inflight(value: object) -> InflightTask:
         avs_address=address(value.avs_address, "avs_address"),
         operator_address=address(value.operator_address, "operator_address"),
         received_at=timestamp(value.received_at, "received_at"),
-        status=string(value.status, "status"),
-        aggregator_address=string(value.aggregator_address, "aggregator_address"),
+        status=string(value.status, "status", MAX_STATUS_CHARS),
+        aggregator_address=string(value.aggregator_address, "aggregator_address", MAX_ADDRESS_CHARS),
         operator_set_id=integer(value.operator_set_id, "operator_set_id"),
     )
 
@@ -301,10 +449,10 @@ def deployment(value: object) -> Deployment:
     return Deployment(
         deployment_id=ident(value.deployment_id, "deployment_id"),
         avs_address=address(value.avs_address, "avs_address"),
-        artifact_registry=string(value.artifact_registry, "artifact_registry"),
-        artifact_digest=string(value.artifact_digest, "artifact_digest"),
+        artifact_registry=string(value.artifact_registry, "artifact_registry", MAX_FIELD_CHARS),
+        artifact_digest=string(value.artifact_digest, "artifact_digest", MAX_FIELD_CHARS),
         status=deployment_status(value.status),
         started_at=timestamp(value.started_at, "started_at"),
         completed_at=optional_timestamp(value.completed_at, "completed_at"),
-        error=string(value.error, "error"),
+        error=string(value.error, "error", MAX_TEXT_CHARS),
     )

@@ -2,6 +2,11 @@
 
 Every command takes ``--store`` (``memory``, a Redis URL, or a YAML file with
 a ``storage:`` block; default ``$PONOS_STORE``) and ``--namespace``.
+
+Errors never print a traceback: every command runs under :class:`_Group`,
+which prints one ``error: ...`` line on stderr (passwords redacted) and exits
+with 2 for invalid input (``InvalidInputError``, and click's usage errors) or
+1 for any other error. ``doctor`` also exits 1 when it finds a problem.
 """
 
 from __future__ import annotations
@@ -13,15 +18,16 @@ import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, Literal, TypeVar
 
 import click
 from rich.console import Console
 from rich.table import Table
 
+from ._connection import redact
 from ._open import open_aggregator_store
 from .config import StorageConfig
-from .errors import PonosStorageError
+from .errors import InvalidInputError, PonosStorageError
 from .interfaces import AggregatorStore
 
 __all__ = ["main"]
@@ -29,25 +35,67 @@ __all__ = ["main"]
 T = TypeVar("T")
 console = Console(soft_wrap=True)
 
+EXIT_ERROR = 1  # the store failed (unreachable, not found, durability problem ...)
+EXIT_INVALID = 2  # invalid input: a bad --store, namespace, id, limit ... (as click's usage errors)
+
+
+class _CliError(click.ClickException):
+    """An error of a command, shown as one ``error: ...`` line on stderr."""
+
+    exit_code = EXIT_ERROR
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+class _CliInvalidInput(_CliError):
+    exit_code = EXIT_INVALID
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(redact(str(exc)).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class _Group(click.Group):
+    """The one place errors of every command are turned into ``error: ...`` and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except InvalidInputError as exc:
+            raise _CliInvalidInput(_one_line(exc)) from None
+        except PonosStorageError as exc:
+            raise _CliError(_one_line(exc)) from None
+        except Exception as exc:  # a bug: still one line, never a traceback
+            raise _CliError(f"unexpected {_one_line(exc)}") from None
+
 
 def _config(store: str | None) -> StorageConfig:
     value = store or os.environ.get("PONOS_STORE")
     if not value:
         raise click.UsageError("give --store (memory, a Redis URL or a YAML file) or set PONOS_STORE")
-    if value != "memory" and "://" not in value and Path(value).is_file():
+    if value != "memory" and "://" not in value and _is_file(value):
         return StorageConfig.from_yaml(value)
     return StorageConfig.from_string(value)
 
 
+def _is_file(value: str) -> bool:
+    try:
+        return Path(value).is_file()
+    except (OSError, ValueError):  # a name too long, a NUL byte ...: not a file
+        return False
+
+
 def _run(coro: Awaitable[T]) -> T:
+    """Run a command's coroutine; its errors reach :class:`_Group`."""
+
     async def runner() -> T:
         return await coro
 
-    try:
-        return asyncio.run(runner())
-    except PonosStorageError as exc:
-        console.print(f"[red]error:[/red] {type(exc).__name__}: {exc}")
-        sys.exit(1)
+    return asyncio.run(runner())
 
 
 @contextlib.asynccontextmanager
@@ -62,7 +110,7 @@ store_option = click.option(
 namespace_option = click.option("--namespace", "-n", default=None, help="namespace (default: the config's)")
 
 
-@click.group()
+@click.group(cls=_Group)
 @click.option("-v", "--verbose", is_flag=True, help="log warnings and retries")
 def main(verbose: bool) -> None:
     """Durable, shared state for Ponos aggregators and executors, on Redis."""
@@ -118,6 +166,66 @@ def demo(redis_url: str | None, use_memory: bool) -> None:
                 say("redis-server is not on PATH: using the in-process fake")
         report = _run(run_demo(target, say))
     sys.exit(0 if report.ok else 1)
+
+
+@main.command()
+@click.option("--duration", type=float, default=20.0, show_default=True, help="seconds of blocks")
+@click.option("--replicas", type=int, default=3, show_default=True, help="aggregator replica processes")
+@click.option("--executors", type=int, default=2, show_default=True, help="executor processes")
+@click.option("--chains", type=int, default=2, show_default=True, help="fake chains per namespace")
+@click.option("--seed", type=int, default=None, help="repeat a run (default: random, shown at the end)")
+@click.option("--redis-url", default=None, help="run against this Redis (no Redis faults then)")
+@click.option("--topology", type=click.Choice(["single", "sentinel", "cluster"]), default="single")
+@click.option("--memory", "use_memory", is_flag=True, help="run on the in-process fake")
+@click.option("--kill-replica/--no-kill-replica", default=True, show_default=True)
+@click.option("--kill-executor/--no-kill-executor", default=False, show_default=True)
+@click.option("--restart-redis/--no-restart-redis", default=True, show_default=True)
+@click.option("--failover/--no-failover", default=False, show_default=True, help="needs --topology sentinel")
+@click.option("--namespaces", type=int, default=None, help="aggregator namespaces (1; 3 on a cluster)")
+@click.option("--json", "as_json", is_flag=True, help="print the report as JSON, no live view")
+def simulate(
+    duration: float,
+    replicas: int,
+    executors: int,
+    chains: int,
+    seed: int | None,
+    redis_url: str | None,
+    topology: Literal["single", "sentinel", "cluster"],
+    use_memory: bool,
+    kill_replica: bool,
+    kill_executor: bool,
+    restart_redis: bool,
+    failover: bool,
+    namespaces: int | None,
+    as_json: bool,
+) -> None:
+    """Replicated aggregators and executors in processes, under faults; verdict from the store.
+
+    Exits 0 only when every invariant holds. See ponos_redis/simulate/__init__.py.
+    """
+    from .simulate import SimulationOptions, run_simulation
+
+    opts = SimulationOptions(
+        duration_s=duration,
+        replicas=replicas,
+        executors=executors,
+        chains=chains,
+        seed=seed,
+        redis_url=redis_url,
+        topology=topology,
+        memory=use_memory,
+        kill_replica=kill_replica,
+        kill_executor=kill_executor,
+        restart_redis=restart_redis,
+        failover=failover,
+        namespaces=namespaces,
+    )
+    report = _run(run_simulation(opts, live=False if as_json else None))
+    if as_json:
+        click.echo(report.to_json())
+    else:
+        report.print(console)
+    sys.exit(report.exit_code)
 
 
 @main.command()
@@ -239,7 +347,15 @@ def doctor(store: str | None, namespace: str | None) -> None:
             facts = await agg.server_facts()
             console.print(facts)
             assert cfg.redis is not None
-            return assess(cfg.redis.durability, cfg.redis.replicas, facts)
+            problems = assess(cfg.redis.durability, cfg.redis.replicas, facts)
+            set_aside = await agg.set_aside_task_ids()
+            if set_aside:
+                shown = ", ".join(set_aside[:20]) + (" ..." if len(set_aside) > 20 else "")
+                problems.append(
+                    f"{len(set_aside)} task record(s) could not be read and were set aside "
+                    f"({agg.keys.set_aside}): {shown}; repair them (docs/keys.md)"
+                )
+            return problems
 
     problems = _run(go())
     for problem in problems:
@@ -247,3 +363,43 @@ def doctor(store: str | None, namespace: str | None) -> None:
     if not problems:
         console.print(f"[green]ok:[/green] the server can keep durability {cfg.redis.durability!r}")
     sys.exit(1 if problems else 0)
+
+
+@main.group()
+def namespace() -> None:
+    """Create a namespace deliberately (for configs with create_namespace: false)."""
+
+
+@namespace.command("create")
+@store_option
+@namespace_option
+def namespace_create(store: str | None, namespace: str | None) -> None:
+    """Create the namespace if it does not exist; print its epoch.
+
+    After Redis lost a namespace's data, open stores refuse every write with
+    NamespaceLostError; this starts a new epoch whose tokens are above the old ones.
+    """
+    import msgspec
+
+    from .backends.redis import RedisAggregatorStore
+    from .errors import NamespaceLostError
+
+    cfg = _config(store)
+    if cfg.redis is None:
+        console.print("the in-process fake creates namespaces as it uses them: nothing to do")
+        return
+
+    async def go() -> tuple[str, bool]:
+        existing = msgspec.structs.replace(cfg, create_namespace=False)
+        try:
+            async with await RedisAggregatorStore.open(existing, namespace=namespace) as agg:
+                return agg.epoch, False
+        except NamespaceLostError:
+            pass
+        created = msgspec.structs.replace(cfg, create_namespace=True)
+        async with await RedisAggregatorStore.open(created, namespace=namespace) as agg:
+            return agg.epoch, True
+
+    epoch, made = _run(go())
+    name = namespace or cfg.namespace
+    console.print(f"{'created' if made else 'exists:'} namespace {name!r} (epoch {epoch})", highlight=False)

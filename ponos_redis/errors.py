@@ -13,11 +13,13 @@ __all__ = [
     "DurabilityError",
     "InvalidInputError",
     "InvalidTransitionError",
+    "NamespaceLostError",
     "NotFoundError",
     "PonosStorageError",
     "SchemaVersionError",
     "StaleLeaseError",
     "StoreClosedError",
+    "StoreConfigurationError",
     "StoreUnavailableError",
 ]
 
@@ -77,4 +79,23 @@ class StoreUnavailableError(PonosStorageError):
 
     The outcome of the operation that raised it is unknown: it may have been
     applied. Every store operation is safe to repeat.
+    """
+
+
+class NamespaceLostError(PonosStorageError):
+    """The namespace this store opened no longer exists as it was opened.
+
+    Redis lost its data (a restart without AOF, ``FLUSHDB``, a failover to a
+    replica that had not received it) or the namespace was re-created. Nothing
+    was written. Stop the service: its leases and tokens belong to a namespace
+    that is gone. Also raised by ``open_*_store`` when the namespace does not
+    exist and the config says not to create it (``create_namespace: false``).
+    """
+
+
+class StoreConfigurationError(PonosStorageError):
+    """The server refused the connection for a reason no retry can fix.
+
+    Authentication failed, the URL names a read-only replica, or the database
+    index does not exist. Nothing was written; fix the configuration.
     """

@@ -3,7 +3,7 @@ implement them with the same semantics; the contract suite holds them to it."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Collection, Iterable
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
 
@@ -71,6 +71,64 @@ class AggregatorStore(Protocol):
     async def release_task(self, task_id: str, token: int) -> None: ...
     async def reap_expired_leases(self) -> int: ...
     async def trim_finished_tasks(self, *, limit: int = 1000) -> int: ...
+    async def fail_orphaned_tasks(
+        self,
+        chain_id: int,
+        above_block: int,
+        *,
+        keep: Collection[str] = (),
+        reason: str = "reorg",
+        fence: int | None = None,
+    ) -> list[str]:
+        """Fail the pending and processing tasks of a chain above a block, after a reorg.
+
+        Every task of ``chain_id`` whose ``block_number`` is above ``above_block``,
+        whose id is not in ``keep`` and which is pending or processing goes to
+        failed: it gets a new token (a holder's later complete, renew or release
+        raises StaleLeaseError), ``last_error = reason`` and a ``task.failed``
+        event. Completed and failed tasks are left alone. Chain ids are exact
+        (1 never matches 17000). On Redis one script looks at most at 1,000 of the
+        chain's tasks, and a larger range takes several calls, each checking the
+        fence; a repeated call fails nothing twice.
+
+        Args:
+            chain_id: the chain that reorged.
+            above_block: the last block still valid; tasks above it are failed.
+            keep: ids to leave alone (tasks that are still valid on the new fork);
+                at most 10,000.
+            reason: the failed tasks' ``last_error``.
+            fence: the chain's current lease token, as for set_last_processed_block.
+
+        Returns:
+            the ids it failed, in (block number, id) order.
+
+        Raises:
+            InvalidInputError: an argument is invalid (nothing is written).
+            StaleLeaseError: ``fence`` is not the chain's live lease token (nothing is written).
+        """
+        ...
+
+    # periodic jobs
+    async def try_runner_lease(self, name: str, owner: str, *, ttl_s: float) -> bool:
+        """Take the single-runner lease of a periodic job (the reaper, say) for ``ttl_s``.
+
+        Of the replicas that call it for one ``name`` while it is live, one gets it:
+        free or expired, it goes to the caller; held by the same ``owner``, its
+        expiry is extended; held live by another owner, it is refused. Nothing
+        releases it: it lapses ``ttl_s`` after the last successful call.
+
+        Args:
+            name: the job's name (an id: 1-256 characters, no whitespace).
+            owner: the replica asking (an id).
+            ttl_s: how long the lease lasts, in seconds (> 0).
+
+        Returns:
+            True if ``owner`` now holds the lease; False if another owner holds a live one.
+
+        Raises:
+            InvalidInputError: an argument is invalid.
+        """
+        ...
 
     # config cache
     async def save_operator_set_config(

@@ -23,10 +23,22 @@ Why each structure is what it is:
   exact key, never a prefix scan, so chain 1 never matches chain 17000.
   ``chain:<id>:blocks`` (hash number -> JSON) and ``chain:<id>:block-index``
   (sorted set by number) let a rewind drop every record above a block at once.
+  ``chain:<id>:tasks`` is a **sorted set** of the chain's task ids scored by
+  block number, so the tasks above a reorged block are one range read
+  (tasks of every status; a task leaves it when it is deleted or trimmed).
+- ``runner:<name>`` is a **string** with a TTL (``<expiry ms>:<owner>``): the
+  single-runner lease of a periodic job, which vanishes when it lapses.
 - ``claim:<claim id>`` remembers, for one lease length, what a claim call got,
   so a claim retried after a lost reply returns the same tasks.
 - ``fence`` and ``seq`` are counters (``INCR``): fencing tokens only grow.
-- ``meta`` is a hash with the schema version.
+- ``meta`` is a hash with the schema version, the creation time and the
+  namespace's **epoch**: a random id made when the namespace is created. Every
+  writing script checks it, so a store whose namespace vanished (Redis lost its
+  data) or was re-created stops with ``NamespaceLostError`` instead of writing
+  into a namespace it does not know.
+- ``set-aside`` is a **sorted set** (score: when, in ms) of tasks whose hash
+  could not be read (a field edited by hand): they are off every status index,
+  so they are not claimed or reaped again and again; ``doctor`` lists them.
 - Executor records are hashes indexed by a sorted set with score 0 (listed in
   id order); a deployment's history is a capped stream; each processed-task
   marker is its own string key with a TTL, so markers expire one by one.
@@ -63,6 +75,10 @@ class Keys:
         return self.prefix + "meta"
 
     @property
+    def set_aside(self) -> str:
+        return self.prefix + "set-aside"
+
+    @property
     def fence(self) -> str:
         return self.prefix + "fence"
 
@@ -96,6 +112,13 @@ class Keys:
 
     def block_index(self, chain_id: int) -> str:
         return f"{self.prefix}chain:{chain_id}:block-index"
+
+    def chain_tasks(self, chain_id: int) -> str:
+        return f"{self.prefix}chain:{chain_id}:tasks"
+
+    # periodic jobs
+    def runner(self, name: str) -> str:
+        return f"{self.prefix}runner:{name}"
 
     # config cache
     def operator_set_config(self, avs_address: str, operator_set_id: int) -> str:

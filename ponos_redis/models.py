@@ -4,6 +4,13 @@ Stores return snapshots: changing state means calling the store, never
 mutating a record. Times are timezone-aware UTC datetimes with millisecond
 precision once they have been through a store.
 
+Every string field a store is given must be valid UTF-8 (no lone surrogates)
+and is bounded in length: ids and owners 1-256 characters, hashes and
+free-form addresses 256, a fail reason or deployment error 4096, performer
+and deployment text fields 1024, an inflight status 256, environment
+variable names 256 and values 32768 (at most 1024 variables). The table is in
+the docstring of ``ponos_redis._validate`` and the README ("Limits").
+
 Persisted types evolve safely: a new field always has a default and no field
 changes type, so records written by an older version still decode.
 """

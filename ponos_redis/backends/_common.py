@@ -18,7 +18,15 @@ __all__ = [
     "DEADLINE_EXCEEDED",
     "StoreLifecycle",
     "MANUAL_OWNER",
+    "MAX_EVENT_ID",
+    "MAX_KEEP_IDS",
+    "ORPHAN_BATCH",
     "OVERRIDE_EVENT",
+    "CLAIM_BATCH",
+    "CLAIM_LOOK_AT",
+    "REAP_TRIM_LIMIT",
+    "SAVE_BATCH",
+    "TRIM_BATCH",
     "StoreSettings",
     "parse_event_id",
     "reap_error",
@@ -36,7 +44,28 @@ OVERRIDE_EVENT: dict[TaskStatus, str] = {
     TaskStatus.FAILED: "task.failed",
 }
 
-_EVENT_ID_RE = re.compile(r"(\d{1,20})-(\d{1,20})")
+# Trimming finished tasks: one script deletes at most TRIM_BATCH (lua/trim.lua caps it
+# too, whatever it is asked); reap_expired_leases trims until none past retention is
+# left, at most REAP_TRIM_LIMIT per call (100 batches). Both backends use these.
+TRIM_BATCH = 1000
+REAP_TRIM_LIMIT = 100 * TRIM_BATCH
+
+# fail_orphaned_tasks: one script looks at most at ORPHAN_BATCH index entries and
+# reads at most MAX_KEEP_IDS ids to keep (lua/fail_orphaned.lua caps both too).
+ORPHAN_BATCH = 1000
+MAX_KEEP_IDS = 10_000
+# Claiming: one script claims at most CLAIM_BATCH tasks and looks at most at
+# CLAIM_LOOK_AT pending entries (lua/claim.lua caps both); claim_tasks makes a
+# larger claim of several, and stops early after one that reached CLAIM_LOOK_AT
+# without filling (expired deadlines), so the work of one call stays bounded.
+# One save script writes at most SAVE_BATCH tasks (lua/save.lua refuses more).
+CLAIM_BATCH = 500
+CLAIM_LOOK_AT = 1000
+SAVE_BATCH = 500
+
+_EVENT_ID_RE = re.compile(r"(\d{1,20})-(\d{1,20})", re.ASCII)  # ASCII: int() reads other digits too
+# The greatest event id (both parts are below 2**64, as a Redis stream id's): nothing follows it.
+MAX_EVENT_ID = (2**64 - 1, 2**64 - 1)
 
 
 def reap_error(attempts: int, max_attempts: int) -> str:
@@ -50,7 +79,7 @@ def retry_exhausted_error(reason: str, attempts: int, max_attempts: int) -> str:
 def parse_event_id(value: object) -> tuple[int, int]:
     """An event id ``<ms>-<n>`` as a comparable pair."""
     match = _EVENT_ID_RE.fullmatch(value) if isinstance(value, str) else None
-    if match is None:
+    if match is None or max(int(match[1]), int(match[2])) >= 2**64:
         raise InvalidInputError(f"not an event id: {value!r}")
     return int(match[1]), int(match[2])
 
@@ -66,6 +95,7 @@ class StoreSettings(msgspec.Struct, frozen=True, kw_only=True):
     block_window: int = 10_000
     history_maxlen: int = 1_000
     processed_ttl_s: float = 604_800.0
+    create_namespace: bool = True
 
     @classmethod
     def from_config(cls, config: StorageConfig) -> StoreSettings:
@@ -79,6 +109,7 @@ class StoreSettings(msgspec.Struct, frozen=True, kw_only=True):
             block_window=config.block_window,
             history_maxlen=config.history_maxlen,
             processed_ttl_s=config.processed_ttl_s,
+            create_namespace=config.create_namespace,
         )
 
     @classmethod
@@ -87,6 +118,8 @@ class StoreSettings(msgspec.Struct, frozen=True, kw_only=True):
         for name, value in values.items():
             if name in ("default_lease_s", "processed_ttl_s"):
                 checked[name] = v.duration(value, name)
+            elif name == "create_namespace":
+                checked[name] = v.boolean(value, name)
             elif name == "retention_s":
                 checked[name] = v.duration(value, name, allow_zero=True)
             elif name in cls.__struct_fields__:

@@ -14,18 +14,21 @@ expire leases, deadlines and markers by moving a :class:`ManualClock`.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import itertools
+import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from .. import _validate as v
 from .._clock import Clock, system_clock
+from .._ops import namespace_lost_message
 from ..errors import (
     AlreadyExistsError,
-    InvalidInputError,
     InvalidTransitionError,
+    NamespaceLostError,
     NotFoundError,
     StaleLeaseError,
 )
@@ -53,9 +56,13 @@ from ..transitions import (
     override_allowed,
 )
 from ._common import (
+    CLAIM_BATCH,
+    CLAIM_LOOK_AT,
     DEADLINE_EXCEEDED,
     MANUAL_OWNER,
+    MAX_KEEP_IDS,
     OVERRIDE_EVENT,
+    REAP_TRIM_LIMIT,
     StoreLifecycle,
     StoreSettings,
     parse_event_id,
@@ -66,6 +73,8 @@ from ._common import (
 __all__ = ["MemoryAggregatorStore", "MemoryExecutorStore", "reset_memory_namespaces"]
 
 P, R, C, F = TaskStatus.PENDING, TaskStatus.PROCESSING, TaskStatus.COMPLETED, TaskStatus.FAILED
+# Expired de-dup markers dropped by each mark_task_processed (see _sweep_processed).
+_SWEEP_PER_MARK = 2
 
 
 @dataclass
@@ -108,6 +117,8 @@ class _AggregatorState:
     last_event: tuple[int, int] = (0, 0)
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
     fence: list[int] = field(default_factory=lambda: [0])
+    # periodic jobs' single-runner leases: name -> (owner, expiry)
+    runners: dict[str, tuple[str, datetime]] = field(default_factory=dict)
 
 
 @dataclass
@@ -117,12 +128,18 @@ class _ExecutorState:
     deployments: dict[str, Deployment] = field(default_factory=dict)
     history: dict[str, deque[DeploymentEvent]] = field(default_factory=dict)
     processed: dict[str, datetime] = field(default_factory=dict)
+    # (expiry, task id) of every marker set, soonest first: what the sweep drops
+    # (an entry whose marker was set again later is skipped).
+    processed_expiry: list[tuple[datetime, str]] = field(default_factory=list)
 
 
 # Namespaces outlive the stores that use them, like a Redis namespace outlives
 # its clients.
 _AGGREGATORS: dict[str, _AggregatorState] = {}
 _EXECUTORS: dict[str, _ExecutorState] = {}
+# Each namespace's epoch (Redis keeps it in the namespace's meta hash): made when
+# the namespace is created, gone when it is reset, checked by every write.
+_EPOCHS: dict[str, str] = {}
 
 
 def reset_memory_namespaces(*namespaces: str) -> None:
@@ -130,22 +147,40 @@ def reset_memory_namespaces(*namespaces: str) -> None:
     if not namespaces:
         _AGGREGATORS.clear()
         _EXECUTORS.clear()
+        _EPOCHS.clear()
     for ns in namespaces:
         _AGGREGATORS.pop(ns, None)
         _EXECUTORS.pop(ns, None)
+        _EPOCHS.pop(ns, None)
 
 
 class _MemoryStore(StoreLifecycle):
-    def __init__(self, namespace: str, clock: Clock | None) -> None:
+    def __init__(self, namespace: str, clock: Clock | None, *, create_namespace: bool = True) -> None:
         self.namespace = v.namespace(namespace)
         self._clock = clock or system_clock
         self._closed = False
+        epoch = _EPOCHS.get(self.namespace)
+        if epoch is None:
+            if not v.boolean(create_namespace, "create_namespace"):
+                raise NamespaceLostError(
+                    f"namespace {self.namespace!r} does not exist and create_namespace is false"
+                )
+            epoch = _EPOCHS[self.namespace] = uuid.uuid4().hex
+        self._epoch = epoch
 
     async def _enter(self) -> datetime:
         """Yield once, as I/O would, then check the store is open; return 'now'."""
         await asyncio.sleep(0)
         self._check_open()
         return v.timestamp(self._clock(), "clock()")
+
+    async def _enter_write(self, subject: str = "write") -> datetime:
+        """:meth:`_enter`, then the namespace guard of every write."""
+        now = await self._enter()
+        current = _EPOCHS.get(self.namespace)
+        if current != self._epoch:
+            raise NamespaceLostError(namespace_lost_message(subject, current or ""))
+        return now
 
 
 class MemoryAggregatorStore(_MemoryStore):
@@ -171,8 +206,9 @@ class MemoryAggregatorStore(_MemoryStore):
         block_window: int = 10_000,
         history_maxlen: int = 1_000,
         processed_ttl_s: float = 604_800.0,
+        create_namespace: bool = True,
     ) -> None:
-        super().__init__(namespace, clock)
+        super().__init__(namespace, clock, create_namespace=create_namespace)
         self._settings = StoreSettings.build(
             default_lease_s=default_lease_s,
             max_attempts=max_attempts,
@@ -183,13 +219,19 @@ class MemoryAggregatorStore(_MemoryStore):
             history_maxlen=history_maxlen,
             processed_ttl_s=processed_ttl_s,
         )
-        self._s = _AGGREGATORS.setdefault(self.namespace, _AggregatorState())
+
+    @property
+    def _s(self) -> _AggregatorState:
+        return _AGGREGATORS.setdefault(self.namespace, _AggregatorState())
 
     # -- helpers -----------------------------------------------------------------
 
-    def _next_token(self) -> int:
-        self._s.fence[0] += 1
-        return self._s.fence[0]
+    def _next_token(self, now: datetime) -> int:
+        """One more than the last token, and never below the clock in microseconds
+        (as the scripts do: see ``next_token`` in lua/_lib.lua)."""
+        fence = self._s.fence
+        fence[0] = max(fence[0] + 1, v.to_ms(now) * 1000)
+        return fence[0]
 
     def _emit(
         self,
@@ -231,9 +273,7 @@ class MemoryAggregatorStore(_MemoryStore):
     def _held_row(self, task_id: object, token: object, op: TaskOp) -> _TaskRow:
         """The row of a token operation: NotFound, then StaleLease, then the status rule."""
         row = self._row(v.ident(task_id, "task_id"))
-        if isinstance(token, bool) or not isinstance(token, int):
-            raise InvalidInputError(f"token must be an integer, got {type(token).__name__}")
-        if row.token != token:
+        if row.token != v.token(token):
             raise StaleLeaseError(
                 f"task {row.task.task_id!r}: token {token} is not the current one ({row.token})"
             )
@@ -248,7 +288,7 @@ class MemoryAggregatorStore(_MemoryStore):
         row.status = P
         row.owner = None
         row.lease_until = None
-        row.token = self._next_token()
+        row.token = self._next_token(now)
         row.updated_at = now
 
     # -- chain ---------------------------------------------------------------------
@@ -256,8 +296,6 @@ class MemoryAggregatorStore(_MemoryStore):
     def _check_fence(self, chain_id: int, fence: int | None, now: datetime) -> None:
         if fence is None:
             return
-        if isinstance(fence, bool) or not isinstance(fence, int):
-            raise InvalidInputError(f"fence must be an integer, got {type(fence).__name__}")
         lease = self._s.leases.get(chain_id)
         if lease is None or lease.token != fence or lease.expires_at <= now:
             raise StaleLeaseError(f"chain {chain_id}: fence {fence} is not the live lease's token")
@@ -276,7 +314,8 @@ class MemoryAggregatorStore(_MemoryStore):
         """Move the cursor forward (same value: no-op; lower: InvalidTransitionError)."""
         chain_id = v.integer(chain_id, "chain_id")
         block_number = v.integer(block_number, "block_number")
-        now = await self._enter()
+        fence = None if fence is None else v.token(fence, "fence")
+        now = await self._enter_write()
         self._check_fence(chain_id, fence, now)
         current = self._s.cursors.get(chain_id)
         if current is not None and block_number < current:
@@ -293,7 +332,8 @@ class MemoryAggregatorStore(_MemoryStore):
         """Move the cursor back after a reorg and drop block records above it."""
         chain_id = v.integer(chain_id, "chain_id")
         block_number = v.integer(block_number, "block_number")
-        now = await self._enter()
+        fence = None if fence is None else v.token(fence, "fence")
+        now = await self._enter_write()
         self._check_fence(chain_id, fence, now)
         current = self._s.cursors.get(chain_id)
         if current is None:
@@ -311,7 +351,7 @@ class MemoryAggregatorStore(_MemoryStore):
     async def save_block(self, record: BlockRecord) -> None:
         """Save (or replace) a block record; only the last ``block_window`` numbers are kept."""
         record = v.block(record)
-        await self._enter()
+        await self._enter_write()
         blocks = self._s.blocks.setdefault(record.chain_id, {})
         blocks[record.number] = record
         floor = max(blocks) - self._settings.block_window
@@ -330,7 +370,7 @@ class MemoryAggregatorStore(_MemoryStore):
     async def delete_block(self, chain_id: int, number: int) -> None:
         chain_id = v.integer(chain_id, "chain_id")
         number = v.integer(number, "number")
-        await self._enter()
+        await self._enter_write()
         blocks = self._s.blocks.get(chain_id, {})
         if number not in blocks:
             raise NotFoundError(f"chain {chain_id} has no block record {number}")
@@ -341,7 +381,7 @@ class MemoryAggregatorStore(_MemoryStore):
         chain_id = v.integer(chain_id, "chain_id")
         owner = v.ident(owner, "owner")
         ttl = v.duration(ttl_s, "ttl_s")
-        now = await self._enter()
+        now = await self._enter_write()
         current = self._s.leases.get(chain_id)
         expires_at = v.timestamp(now + timedelta(seconds=ttl), "expires_at")
         if current is not None and current.expires_at > now:
@@ -349,21 +389,19 @@ class MemoryAggregatorStore(_MemoryStore):
                 return None
             token = current.token
         else:
-            token = self._next_token()
+            token = self._next_token(now)
         lease = ChainLease(chain_id=chain_id, owner=owner, token=token, expires_at=expires_at)
         self._s.leases[chain_id] = lease
         return lease
 
     def _current_lease(self, lease: ChainLease) -> ChainLease | None:
-        if not isinstance(lease, ChainLease):
-            raise InvalidInputError(f"lease must be a ChainLease, got {type(lease).__name__}")
-        v.integer(lease.chain_id, "lease.chain_id")
         return self._s.leases.get(lease.chain_id)
 
     async def renew_chain_lease(self, lease: ChainLease, *, ttl_s: float) -> ChainLease:
         """Extend a live lease, keeping its token; StaleLeaseError if it expired or was lost."""
+        lease = v.chain_lease(lease)
         ttl = v.duration(ttl_s, "ttl_s")
-        now = await self._enter()
+        now = await self._enter_write()
         current = self._current_lease(lease)
         if (
             current is None
@@ -383,7 +421,8 @@ class MemoryAggregatorStore(_MemoryStore):
 
     async def release_chain_lease(self, lease: ChainLease) -> None:
         """Give the lease up. Already gone: no-op; someone else's now: StaleLeaseError."""
-        await self._enter()
+        lease = v.chain_lease(lease)
+        await self._enter_write()
         current = self._current_lease(lease)
         if current is None:
             return
@@ -419,14 +458,14 @@ class MemoryAggregatorStore(_MemoryStore):
             InvalidInputError: the task is invalid.
         """
         task = v.task(task, self._settings.max_payload_bytes)
-        now = await self._enter()
+        now = await self._enter_write()
         self._check_same(task)
         return self._insert(task, now)
 
     async def save_tasks(self, tasks: Iterable[Task]) -> int:
         """Save many tasks, all or nothing; returns how many were created."""
         batch = v.tasks(tasks, self._settings.max_payload_bytes)
-        now = await self._enter()
+        now = await self._enter_write()
         for task in batch:
             self._check_same(task)
         return sum(self._insert(task, now) for task in batch)
@@ -460,7 +499,7 @@ class MemoryAggregatorStore(_MemoryStore):
         """The operator's override; see the transition table."""
         task_id = v.ident(task_id, "task_id")
         target = v.task_status(status)
-        now = await self._enter()
+        now = await self._enter_write()
         row = self._row(task_id)
         if row.status == target:
             return
@@ -468,7 +507,7 @@ class MemoryAggregatorStore(_MemoryStore):
             raise InvalidTransitionError(
                 f"task {task_id!r} cannot go from {row.status.value} to {target.value}"
             )
-        row.token = self._next_token()
+        row.token = self._next_token(now)
         row.updated_at = now
         row.status = target
         if target == R:
@@ -487,7 +526,7 @@ class MemoryAggregatorStore(_MemoryStore):
 
     async def delete_task(self, task_id: str) -> None:
         task_id = v.ident(task_id, "task_id")
-        now = await self._enter()
+        now = await self._enter_write()
         self._row(task_id)
         del self._s.tasks[task_id]
         self._emit(now, "task.deleted", task_id)
@@ -500,45 +539,59 @@ class MemoryAggregatorStore(_MemoryStore):
         owner = v.ident(owner, "owner")
         n = v.limit(limit)
         lease = v.duration(lease_s, "lease_s")
-        now = await self._enter()
+        now = await self._enter_write()
         claimed: list[ClaimedTask] = []
         if n == 0:
             return claimed
         lease_until = v.timestamp(now + timedelta(seconds=lease), "lease_until")
-        for row in self._pending():
-            if len(claimed) >= n:
-                break
-            if row.task.deadline is not None and row.task.deadline <= now:
-                row.status = F
-                row.last_error = DEADLINE_EXCEEDED
+        # The same bounds as the Redis scripts (see CLAIM_BATCH), so both agree on
+        # what one call does when many pending tasks are past their deadline.
+        pending = iter(self._pending())
+        while len(claimed) < n:
+            want, got, looked_at = min(n - len(claimed), CLAIM_BATCH), 0, 0
+            while got < want and looked_at < CLAIM_LOOK_AT:
+                row = next(pending, None)
+                if row is None:
+                    break
+                looked_at += 1
+                if row.task.deadline is not None and row.task.deadline <= now:
+                    row.status = F
+                    row.last_error = DEADLINE_EXCEEDED
+                    row.updated_at = now
+                    self._emit(now, "task.failed", row.task.task_id, F.value)
+                    continue
+                row.status = R
+                row.attempts += 1
+                row.owner = owner
+                row.token = self._next_token(now)
+                row.lease_until = lease_until
                 row.updated_at = now
-                self._emit(now, "task.failed", row.task.task_id, F.value)
-                continue
-            row.status = R
-            row.attempts += 1
-            row.owner = owner
-            row.token = self._next_token()
-            row.lease_until = lease_until
-            row.updated_at = now
-            self._emit(now, "task.claimed", row.task.task_id, R.value, owner, row.token)
-            claimed.append(
-                ClaimedTask(task=row.task, token=row.token, lease_until=lease_until, attempt=row.attempts)
-            )
+                self._emit(now, "task.claimed", row.task.task_id, R.value, owner, row.token)
+                claimed.append(
+                    ClaimedTask(task=row.task, token=row.token, lease_until=lease_until, attempt=row.attempts)
+                )
+                got += 1
+            if got < want:
+                break
         return claimed
 
     async def renew_task_lease(self, task_id: str, token: int, *, lease_s: float) -> None:
         """Extend the lease of a task you hold (even if it expired but was not reaped)."""
+        task_id = v.ident(task_id, "task_id")
         lease = v.duration(lease_s, "lease_s")
-        now = await self._enter()
+        token = v.token(token)
+        now = await self._enter_write()
         row = self._held_row(task_id, token, TaskOp.RENEW)
         row.lease_until = v.timestamp(now + timedelta(seconds=lease), "lease_until")
         row.updated_at = now
 
     async def complete_task(self, task_id: str, token: int) -> None:
         """Complete a task you hold; repeating it with the same token is a no-op."""
-        now = await self._enter()
-        row = self._row(v.ident(task_id, "task_id"))
-        if row.status == C and row.token == token and not isinstance(token, bool):
+        task_id = v.ident(task_id, "task_id")
+        token = v.token(token)
+        now = await self._enter_write()
+        row = self._row(task_id)
+        if row.status == C and row.token == token:
             return
         row = self._held_row(task_id, token, TaskOp.COMPLETE)
         row.status = C
@@ -548,11 +601,13 @@ class MemoryAggregatorStore(_MemoryStore):
 
     async def fail_task(self, task_id: str, token: int, reason: str, *, retry: bool = False) -> None:
         """Fail a task you hold; with ``retry`` it goes back to pending while attempts remain."""
+        task_id = v.ident(task_id, "task_id")
         reason = v.string(reason, "reason")
         retry = v.boolean(retry, "retry")
-        now = await self._enter()
-        row = self._row(v.ident(task_id, "task_id"))
-        if not retry and row.status == F and row.token == token and not isinstance(token, bool):
+        token = v.token(token)
+        now = await self._enter_write()
+        row = self._row(task_id)
+        if not retry and row.status == F and row.token == token:
             return
         row = self._held_row(task_id, token, TaskOp.RETRY if retry else TaskOp.FAIL)
         row.last_error = reason
@@ -569,7 +624,9 @@ class MemoryAggregatorStore(_MemoryStore):
 
     async def release_task(self, task_id: str, token: int) -> None:
         """Give a task you hold back to pending (it gets a new token)."""
-        now = await self._enter()
+        task_id = v.ident(task_id, "task_id")
+        token = v.token(token)
+        now = await self._enter_write()
         row = self._held_row(task_id, token, TaskOp.RELEASE)
         self._to_pending(row, now)
         self._emit(now, "task.released", row.task.task_id, P.value, None, row.token)
@@ -577,12 +634,13 @@ class MemoryAggregatorStore(_MemoryStore):
     async def reap_expired_leases(self) -> int:
         """Expired leases go back to pending, or to failed after max_attempts.
 
-        Also trims a bounded batch of finished tasks past their retention.
+        Then trims completed and failed tasks past their retention, oldest
+        first, until none is left, at most 100,000 per call.
 
         Returns:
             how many leases were reaped.
         """
-        now = await self._enter()
+        now = await self._enter_write()
         reaped = 0
         expired = sorted(
             (
@@ -599,11 +657,11 @@ class MemoryAggregatorStore(_MemoryStore):
                 row.status = F
                 row.last_error = reap_error(row.attempts, self._settings.max_attempts)
                 row.lease_until = None
-                row.token = self._next_token()
+                row.token = self._next_token(now)
                 row.updated_at = now
             reaped += 1
             self._emit(now, "task.reaped", row.task.task_id, row.status.value, None, row.token)
-        self._trim(now, 1000)
+        self._trim(now, REAP_TRIM_LIMIT)
         return reaped
 
     def _trim(self, now: datetime, limit: int) -> int:
@@ -621,10 +679,78 @@ class MemoryAggregatorStore(_MemoryStore):
         return len(old)
 
     async def trim_finished_tasks(self, *, limit: int = 1000) -> int:
-        """Delete up to ``limit`` completed/failed tasks older than ``retention_s``."""
+        """Delete up to ``limit`` completed/failed tasks older than ``retention_s``, oldest first."""
         n = v.limit(limit)
-        now = await self._enter()
+        now = await self._enter_write()
         return self._trim(now, n)
+
+    async def fail_orphaned_tasks(
+        self,
+        chain_id: int,
+        above_block: int,
+        *,
+        keep: Collection[str] = (),
+        reason: str = "reorg",
+        fence: int | None = None,
+    ) -> list[str]:
+        """Fail the pending and processing tasks of a chain above a block (after a reorg).
+
+        Each gets a new token, ``last_error = reason`` and a ``task.failed`` event;
+        ids in ``keep`` and finished tasks are left alone.
+
+        Returns:
+            the ids it failed, in (block number, id) order.
+
+        Raises:
+            InvalidInputError: a bad argument (``keep``: at most 10,000 valid ids).
+            StaleLeaseError: ``fence`` is not the chain's live lease token.
+        """
+        chain_id = v.integer(chain_id, "chain_id")
+        above_block = v.integer(above_block, "above_block")
+        kept = frozenset(v.ids(keep, "keep", MAX_KEEP_IDS))
+        reason = v.string(reason, "reason")
+        fence = None if fence is None else v.token(fence, "fence")
+        now = await self._enter_write()
+        self._check_fence(chain_id, fence, now)
+        orphaned = sorted(
+            (
+                r
+                for r in self._s.tasks.values()
+                if r.task.chain_id == chain_id
+                and r.task.block_number > above_block
+                and r.status in (P, R)
+                and r.task.task_id not in kept
+            ),
+            key=lambda r: (r.task.block_number, r.task.task_id),
+        )
+        for row in orphaned:
+            row.status = F
+            row.token = self._next_token(now)
+            row.lease_until = None
+            row.last_error = reason
+            row.updated_at = now
+            self._emit(now, "task.failed", row.task.task_id, F.value, row.owner, row.token)
+        return [row.task.task_id for row in orphaned]
+
+    # -- periodic jobs -------------------------------------------------------------
+
+    async def try_runner_lease(self, name: str, owner: str, *, ttl_s: float) -> bool:
+        """Take (or, held by ``owner``, extend) the lease of a periodic job for ``ttl_s``.
+
+        Returns:
+            True if ``owner`` now holds it; False if another owner holds a live one.
+        """
+        name = v.ident(name, "name")
+        owner = v.ident(owner, "owner")
+        ttl = v.duration(ttl_s, "ttl_s")
+        now = await self._enter_write()
+        current = self._s.runners.get(name)
+        if current is not None and current[1] > now and current[0] != owner:
+            return False
+        # Whole milliseconds, at least one, as the Redis store sends it.
+        expires_at = v.timestamp(now + timedelta(milliseconds=max(1, round(ttl * 1000))), "expires_at")
+        self._s.runners[name] = (owner, expires_at)
+        return True
 
     # -- config cache --------------------------------------------------------------
 
@@ -633,7 +759,7 @@ class MemoryAggregatorStore(_MemoryStore):
     ) -> None:
         key = (v.address(avs_address, "avs_address"), v.integer(operator_set_id, "operator_set_id"))
         config = v.operator_set_config(config, self._settings.max_payload_bytes)
-        await self._enter()
+        await self._enter_write()
         self._s.opsets[key] = config
 
     async def get_operator_set_config(self, avs_address: str, operator_set_id: int) -> OperatorSetTaskConfig:
@@ -646,7 +772,7 @@ class MemoryAggregatorStore(_MemoryStore):
     async def save_avs_config(self, avs_address: str, config: AvsConfig) -> None:
         avs = v.address(avs_address, "avs_address")
         config = v.avs_config(config)
-        await self._enter()
+        await self._enter_write()
         self._s.avs[avs] = config
 
     async def get_avs_config(self, avs_address: str) -> AvsConfig:
@@ -701,18 +827,22 @@ class MemoryExecutorStore(_MemoryStore):
         processed_ttl_s: float = 604_800.0,
         history_maxlen: int = 1_000,
         max_payload_bytes: int = 1_048_576,
+        create_namespace: bool = True,
     ) -> None:
-        super().__init__(namespace, clock)
+        super().__init__(namespace, clock, create_namespace=create_namespace)
         self._settings = StoreSettings.build(
             processed_ttl_s=processed_ttl_s,
             history_maxlen=history_maxlen,
             max_payload_bytes=max_payload_bytes,
         )
-        self._s = _EXECUTORS.setdefault(self.namespace, _ExecutorState())
+
+    @property
+    def _s(self) -> _ExecutorState:
+        return _EXECUTORS.setdefault(self.namespace, _ExecutorState())
 
     async def save_performer_state(self, state: PerformerState) -> None:
         state = v.performer(state)
-        await self._enter()
+        await self._enter_write()
         self._s.performers[state.performer_id] = state
 
     async def get_performer_state(self, performer_id: str) -> PerformerState:
@@ -728,13 +858,13 @@ class MemoryExecutorStore(_MemoryStore):
 
     async def delete_performer_state(self, performer_id: str) -> None:
         performer_id = v.ident(performer_id, "performer_id")
-        await self._enter()
+        await self._enter_write()
         if self._s.performers.pop(performer_id, None) is None:
             raise NotFoundError(f"performer {performer_id!r} not found")
 
     async def save_inflight_task(self, task: InflightTask) -> None:
         task = v.inflight(task)
-        await self._enter()
+        await self._enter_write()
         self._s.inflight[task.task_id] = task
 
     async def get_inflight_task(self, task_id: str) -> InflightTask:
@@ -750,7 +880,7 @@ class MemoryExecutorStore(_MemoryStore):
 
     async def delete_inflight_task(self, task_id: str) -> None:
         task_id = v.ident(task_id, "task_id")
-        await self._enter()
+        await self._enter_write()
         if self._s.inflight.pop(task_id, None) is None:
             raise NotFoundError(f"inflight task {task_id!r} not found")
 
@@ -771,7 +901,7 @@ class MemoryExecutorStore(_MemoryStore):
     async def save_deployment(self, deployment: Deployment) -> None:
         """Save (or replace) a deployment; its history gets an event with the saved status."""
         deployment = v.deployment(deployment)
-        now = await self._enter()
+        now = await self._enter_write()
         self._record(deployment, now)
 
     async def get_deployment(self, deployment_id: str) -> Deployment:
@@ -788,7 +918,7 @@ class MemoryExecutorStore(_MemoryStore):
         deployment_id = v.ident(deployment_id, "deployment_id")
         target = v.deployment_status(status)
         error = v.string(error, "error")
-        now = await self._enter()
+        now = await self._enter_write()
         current = self._s.deployments.get(deployment_id)
         if current is None:
             raise NotFoundError(f"deployment {deployment_id!r} not found")
@@ -821,12 +951,27 @@ class MemoryExecutorStore(_MemoryStore):
     async def mark_task_processed(self, task_id: str) -> bool:
         """Atomically mark a task processed: True the first time, False afterwards."""
         task_id = v.ident(task_id, "task_id")
-        now = await self._enter()
+        now = await self._enter_write()
+        self._sweep_processed(now)
         expires = self._s.processed.get(task_id)
         if expires is not None and expires > now:
             return False
-        self._s.processed[task_id] = now + timedelta(seconds=self._settings.processed_ttl_s)
+        expires = now + timedelta(seconds=self._settings.processed_ttl_s)
+        self._s.processed[task_id] = expires
+        heapq.heappush(self._s.processed_expiry, (expires, task_id))
         return True
+
+    def _sweep_processed(self, now: datetime) -> None:
+        """Drop up to a few expired markers, as Redis expires its keys: each mark
+        adds one heap entry and removes up to two, so the storage stays bounded
+        by the live markers while the work per call stays constant."""
+        heap = self._s.processed_expiry
+        for _ in range(_SWEEP_PER_MARK):
+            if not heap or heap[0][0] > now:
+                return
+            expires, task_id = heapq.heappop(heap)
+            if self._s.processed.get(task_id) == expires:
+                del self._s.processed[task_id]
 
     async def is_task_processed(self, task_id: str) -> bool:
         task_id = v.ident(task_id, "task_id")

@@ -15,8 +15,8 @@ import asyncio
 import functools
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Sequence
+from datetime import datetime
 from typing import Any, Self, TypeVar
 
 import msgspec
@@ -27,17 +27,21 @@ from redis.commands.core import AsyncScript
 from .. import _codec as codec
 from .. import _validate as v
 from .._clock import Clock
-from .._connection import RedisClient, connect, redact, retrying
+from .._connection import RedisClient, can_rediscover, connect, redact, retrying
 from .._durability import ServerFacts, assess
 from .._ops import as_text, check
 from .._scripts import SCRIPT_NAMES, script_source
 from ..config import RedisSettings, StorageConfig
 from ..errors import (
+    AlreadyExistsError,
     CorruptRecordError,
     DurabilityError,
     InvalidInputError,
+    NamespaceLostError,
     NotFoundError,
+    PonosStorageError,
     SchemaVersionError,
+    StoreClosedError,
 )
 from ..keys import SCHEMA_VERSION, Keys
 from ..models import (
@@ -58,7 +62,20 @@ from ..models import (
     TaskRecord,
     TaskStatus,
 )
-from ._common import DEADLINE_EXCEEDED, OVERRIDE_EVENT, StoreLifecycle, StoreSettings, parse_event_id
+from ._common import (
+    CLAIM_BATCH,
+    DEADLINE_EXCEEDED,
+    MAX_EVENT_ID,
+    MAX_KEEP_IDS,
+    ORPHAN_BATCH,
+    OVERRIDE_EVENT,
+    REAP_TRIM_LIMIT,
+    SAVE_BATCH,
+    TRIM_BATCH,
+    StoreLifecycle,
+    StoreSettings,
+    parse_event_id,
+)
 
 __all__ = ["RedisAggregatorStore", "RedisExecutorStore"]
 
@@ -68,6 +85,12 @@ RecordT = TypeVar("RecordT", bound=msgspec.Struct)
 P, R, C, F = TaskStatus.PENDING, TaskStatus.PROCESSING, TaskStatus.COMPLETED, TaskStatus.FAILED
 
 _READ_ONLY_SCRIPTS = frozenset({"is_processed"})
+# Scripts that do not take the namespace guard (the meta key and the epoch as
+# their last KEYS and ARGV slots), nor wait for replicas: the read-only ones, and
+# the one that opens the namespace and so learns the epoch (a store must open,
+# and then report DurabilityError on its writes, while replicas are missing).
+_UNGUARDED_SCRIPTS = _READ_ONLY_SCRIPTS | {"namespace_open"}
+_SAVE_BATCH_BYTES = 8 * 1024 * 1024
 # Replies that mean "already applied" when a call is retried after a lost reply.
 _NOTFOUND = frozenset({"NOTFOUND"})
 _STALE = frozenset({"STALE"})
@@ -83,6 +106,24 @@ _CLUSTER_LAYOUT_ERRORS = (
 )
 _EVENT_BATCH = 500
 _LIST_BATCH = 1000
+
+
+def _as_bytes(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()
+
+
+def _save_chunks(encoded: list[list[bytes | str]]) -> list[tuple[int, int]]:
+    """Split a batch into [first, last) ranges of at most SAVE_BATCH tasks and about 8 MiB."""
+    chunks: list[tuple[int, int]] = []
+    first, size = 0, 0
+    for i, values in enumerate(encoded):
+        weight = sum(len(value) for value in values)
+        if i > first and (i - first >= SAVE_BATCH or size + weight > _SAVE_BATCH_BYTES):
+            chunks.append((first, i))
+            first, size = i, 0
+        size += weight
+    chunks.append((first, len(encoded)))
+    return chunks
 
 
 def _ms(seconds: float) -> str:
@@ -116,7 +157,10 @@ class _RedisStore(StoreLifecycle):
         self._clock = clock
         self._owns_client = owns_client
         self._cluster = isinstance(client, RedisCluster)
+        # Sentinel and Cluster clients find a new master: READONLY is then a failover, not a mistake.
+        self._rediscovers = can_rediscover(client)
         self._closed = False
+        self._epoch = ""  # the namespace's epoch, learnt at open (_open_namespace)
         self._scripts: dict[str, AsyncScript] = {
             name: client.register_script(script_source(name)) for name in SCRIPT_NAMES
         }
@@ -149,7 +193,7 @@ class _RedisStore(StoreLifecycle):
         try:
             await store._check_durability()
             await store._load_scripts()
-            await store._check_schema()
+            await store._open_namespace()
         except BaseException:
             await store._close_client()
             raise
@@ -176,7 +220,7 @@ class _RedisStore(StoreLifecycle):
         self._check_open()
         if self._cluster:
             call = functools.partial(self._cluster_attempt, call)
-        return await retrying(self._redis.retry, call, what)
+        return await retrying(self._redis.retry, call, what, rediscovers=self._rediscovers)
 
     async def _cluster_attempt(self, call: Callable[[], Awaitable[T]]) -> T:
         """One attempt on a cluster, rediscovering the cluster's layout after it failed.
@@ -218,13 +262,16 @@ class _RedisStore(StoreLifecycle):
         """
         script = self._scripts[name]
         attempt = 0
+        if name not in _UNGUARDED_SCRIPTS:
+            keys = [*keys, self.keys.meta]
+            args = [*args, self._epoch]
 
         def settle(reply: Any) -> Any:
             if attempt > 1 and isinstance(reply, list) and reply and as_text(reply[0]) in replayed:
                 return [b"OK", b"REPLAY"]
             return reply
 
-        if not self._wait_for_replicas or name in _READ_ONLY_SCRIPTS:
+        if not self._wait_for_replicas or name in _UNGUARDED_SCRIPTS:
 
             async def call() -> Any:
                 nonlocal attempt
@@ -303,15 +350,29 @@ class _RedisStore(StoreLifecycle):
 
         await self._io("load scripts", call)
 
-    async def _check_schema(self) -> None:
+    async def _open_namespace(self) -> None:
+        """Learn the namespace's epoch, creating the namespace if it is missing
+        (unless ``create_namespace`` is false), and check its schema version."""
         meta = self.keys.meta
-
-        async def call() -> Any:
-            await self._r.hsetnx(meta, "schema_version", str(SCHEMA_VERSION))
-            await self._r.hsetnx(meta, "created_at", str(v.to_ms(datetime.now(UTC))))
-            return await self._r.hget(meta, "schema_version")
-
-        raw = await self._io("schema check", call)
+        reply = await self._script(
+            "namespace_open",
+            [meta],
+            [
+                self._now(),
+                str(SCHEMA_VERSION),
+                uuid.uuid4().hex,
+                "1" if self._settings.create_namespace else "0",
+            ],
+        )
+        if as_text(reply[0]) == "MISSING":
+            raise NamespaceLostError(
+                f"namespace {self.namespace!r} does not exist and create_namespace is false: create it "
+                f"deliberately (ponos-redis namespace create --namespace {self.namespace})"
+            )
+        epoch, raw, created = check(reply, f"namespace {self.namespace!r}")
+        self._epoch = as_text(epoch)
+        if int(created):
+            log.info("namespace %r did not exist: created it (epoch %s)", self.namespace, self._epoch)
         try:
             version = int(raw)
         except (TypeError, ValueError):
@@ -321,6 +382,16 @@ class _RedisStore(StoreLifecycle):
                 f"namespace {self.namespace!r} has schema version {version}; this library "
                 f"understands up to {SCHEMA_VERSION}: upgrade ponos-redis"
             )
+
+    @property
+    def epoch(self) -> str:
+        """The namespace's epoch, as this store opened it (see docs/durability.md)."""
+        return self._epoch
+
+    async def set_aside_task_ids(self) -> list[str]:
+        """Ids of tasks set aside because their record could not be read, oldest first."""
+        ids = await self._io("set_aside_task_ids", lambda: self._r.zrange(self.keys.set_aside, 0, -1))
+        return [as_text(i) for i in ids]
 
     async def server_facts(self) -> ServerFacts:
         """What the server reports about its persistence and replication.
@@ -404,11 +475,7 @@ class RedisAggregatorStore(_RedisStore):
             raise CorruptRecordError(key, f"last_block is {raw!r}") from None
 
     def _fence(self, fence: int | None) -> str:
-        if fence is None:
-            return ""
-        if isinstance(fence, bool) or not isinstance(fence, int):
-            raise InvalidInputError(f"fence must be an integer, got {type(fence).__name__}")
-        return str(fence)
+        return "" if fence is None else str(v.token(fence, "fence"))
 
     async def set_last_processed_block(
         self, chain_id: int, block_number: int, *, fence: int | None = None
@@ -484,17 +551,9 @@ class RedisAggregatorStore(_RedisStore):
             chain_id=chain_id, owner=owner, token=int(token), expires_at=v.from_ms(int(expires))
         )
 
-    def _lease(self, lease: ChainLease) -> ChainLease:
-        if not isinstance(lease, ChainLease):
-            raise InvalidInputError(f"lease must be a ChainLease, got {type(lease).__name__}")
-        v.integer(lease.chain_id, "lease.chain_id")
-        v.integer(lease.token, "lease.token")
-        v.ident(lease.owner, "lease.owner")
-        return lease
-
     async def renew_chain_lease(self, lease: ChainLease, *, ttl_s: float) -> ChainLease:
         """Extend a live lease, keeping its token; StaleLeaseError if it expired or was lost."""
-        lease = self._lease(lease)
+        lease = v.chain_lease(lease)
         ttl = v.duration(ttl_s, "ttl_s")
         reply = await self._script(
             "lease_renew",
@@ -506,7 +565,7 @@ class RedisAggregatorStore(_RedisStore):
 
     async def release_chain_lease(self, lease: ChainLease) -> None:
         """Give the lease up. Already gone: no-op; someone else's now: StaleLeaseError."""
-        lease = self._lease(lease)
+        lease = v.chain_lease(lease)
         reply = await self._script("lease_release", [self.keys.chain(lease.chain_id)], [lease.token])
         check(reply, f"chain {lease.chain_id} lease {lease.token}")
 
@@ -516,21 +575,51 @@ class RedisAggregatorStore(_RedisStore):
         if not batch:
             self._check_open()
             return 0
-        keys = [self.keys.seq, self.keys.tasks(P), self.keys.events]
-        args: list[Any] = [
-            self._now(),
-            self._settings.events_maxlen,
-            uuid.uuid4().hex,
-            len(codec.TASK_FIELDS),
-        ]
-        args.extend(codec.TASK_FIELDS)
-        for task in batch:
-            keys.append(self.keys.task(task.task_id))
-            keys.append(self.keys.avs_pending(task.avs_address))
-            args.extend(codec.encode_task(task))
-        reply = await self._script("save", keys, args)
-        (created,) = check(reply, "save_tasks")
-        return int(created)
+        encoded = [codec.encode_task(task) for task in batch]
+        chunks = _save_chunks(encoded)
+        if len(chunks) > 1:
+            # Each script is all or nothing; check the whole batch first so that a
+            # conflict anywhere refuses the batch before any chunk is written.
+            await self._refuse_conflicts(batch, encoded)
+        created = 0
+        for first, last in chunks:
+            keys = [self.keys.seq, self.keys.tasks(P), self.keys.events]
+            args: list[Any] = [
+                self._now(),
+                self._settings.events_maxlen,
+                uuid.uuid4().hex,
+                len(codec.TASK_FIELDS),
+                *codec.TASK_FIELDS,
+            ]
+            for task, values in zip(batch[first:last], encoded[first:last], strict=True):
+                keys.append(self.keys.task(task.task_id))
+                keys.append(self.keys.avs_pending(task.avs_address))
+                keys.append(self.keys.chain_tasks(task.chain_id))
+                args.extend(values)
+            reply = await self._script("save", keys, args)
+            (count,) = check(reply, "save_tasks")
+            created += int(count)
+        return created
+
+    async def _refuse_conflicts(self, batch: list[Task], encoded: list[list[bytes | str]]) -> None:
+        """AlreadyExistsError if a stored task has a task's id but other fields."""
+        keys = [self.keys.task(task.task_id) for task in batch]
+        stored_rows: list[list[bytes | None]] = []
+        for start in range(0, len(keys), _LIST_BATCH):
+            chunk = keys[start : start + _LIST_BATCH]
+
+            async def call(chunk: list[str] = chunk) -> list[list[bytes | None]]:
+                pipe = self._r.pipeline(transaction=False)
+                for key in chunk:
+                    pipe.hmget(key, codec.TASK_FIELDS)
+                return list(await pipe.execute())
+
+            stored_rows.extend(await self._io("save_tasks", call))
+        for task, values, stored in zip(batch, encoded, stored_rows, strict=True):
+            if all(value is None for value in stored):
+                continue
+            if [value or b"" for value in stored] != [_as_bytes(value) for value in values]:
+                raise AlreadyExistsError(f"a different task with id {task.task_id!r} already exists")
 
     async def save_task(self, task: Task) -> bool:
         """Save a new pending task; False if the identical task was already there.
@@ -542,7 +631,12 @@ class RedisAggregatorStore(_RedisStore):
         return await self._save([v.task(task, self._settings.max_payload_bytes)]) == 1
 
     async def save_tasks(self, tasks: Iterable[Task]) -> int:
-        """Save many tasks in one round trip, all or nothing; returns how many were created."""
+        """Save many tasks; returns how many were created.
+
+        All or nothing up to 500 tasks (and 8 MiB) per call, in one round trip. A
+        larger batch is checked whole for conflicts first, then saved in chunks
+        of up to 500, each all or nothing.
+        """
         return await self._save(v.tasks(tasks, self._settings.max_payload_bytes))
 
     async def get_task(self, task_id: str) -> TaskRecord:
@@ -569,9 +663,19 @@ class RedisAggregatorStore(_RedisStore):
         ids = await self._io("list_pending_tasks", lambda: self._r.zrange(index, 0, stop))
         keys = [self.keys.task(as_text(i)) for i in ids]
         result: list[Task] = []
+        unreadable: list[str] = []
         for key, fields in zip(keys, await self._hgetall_many(keys), strict=True):
             if fields and fields.get(b"status") == b"pending":
-                result.append(codec.decode_task(key, fields))
+                try:
+                    result.append(codec.decode_task(key, fields))
+                except CorruptRecordError as exc:
+                    unreadable.append(f"{key} ({exc.reason})")
+        if unreadable:
+            log.warning(
+                "list_pending_tasks skipped %d record(s) that cannot be read: %s",
+                len(unreadable),
+                "; ".join(unreadable),
+            )
         return result
 
     async def count_tasks(self) -> dict[TaskStatus, int]:
@@ -610,16 +714,23 @@ class RedisAggregatorStore(_RedisStore):
         task_id = v.ident(task_id, "task_id")
         reply = await self._script(
             "delete",
-            [self.keys.task(task_id), *self._all_status_keys(), self.keys.events],
+            [self.keys.task(task_id), *self._all_status_keys(), self.keys.events, self.keys.set_aside],
             [self._now(), self._settings.events_maxlen, task_id, self.keys.prefix],
             replayed=_NOTFOUND,
         )
         check(reply, f"task {task_id!r}")
 
     async def claim_tasks(self, owner: str, *, limit: int, lease_s: float) -> list[ClaimedTask]:
-        """Claim up to ``limit`` pending tasks, oldest first, in one round trip.
+        """Claim up to ``limit`` pending tasks, oldest first.
 
         A task whose deadline has passed is failed ("deadline exceeded") instead.
+        One script call claims at most 500 tasks and looks at most at 1000 index
+        entries; a larger claim is made of several calls, each all or nothing.
+        If a later call fails, the tasks of the earlier ones are returned (and
+        the error logged), so a claim never strands what it claimed. A call that
+        met more expired or unreadable tasks than its bound lets this claim
+        return early; the next claim goes on. A record that cannot be decoded is
+        set aside (see ``docs/keys.md``) and the rest are returned.
         """
         owner = v.ident(owner, "owner")
         n = v.limit(limit)
@@ -627,6 +738,27 @@ class RedisAggregatorStore(_RedisStore):
         if n == 0:
             self._check_open()
             return []
+        result: list[ClaimedTask] = []
+        while len(result) < n:
+            want = min(n - len(result), CLAIM_BATCH)
+            try:
+                claimed, more = await self._claim_once(owner, want, lease)
+            except (NamespaceLostError, StoreClosedError):
+                raise
+            except PonosStorageError as exc:
+                if not result:
+                    raise
+                log.warning(
+                    "claim_tasks: returning the %d task(s) claimed before an error: %s", len(result), exc
+                )
+                break
+            result.extend(claimed)
+            if more or len(claimed) < want:
+                break
+        return result
+
+    async def _claim_once(self, owner: str, want: int, lease: float) -> tuple[list[ClaimedTask], bool]:
+        """One claim script: the tasks it claimed (decoded), and whether it stopped at its bound."""
         reply = await self._script(
             "claim",
             [
@@ -636,32 +768,58 @@ class RedisAggregatorStore(_RedisStore):
                 self.keys.fence,
                 self.keys.events,
                 self.keys.claim(uuid.uuid4().hex),
+                self.keys.set_aside,
             ],
             [
                 self._now(),
                 owner,
-                n,
+                want,
                 _ms(lease),
                 self._settings.events_maxlen,
                 self.keys.prefix,
                 DEADLINE_EXCEEDED,
             ],
         )
-        lease_until_raw, *claimed = check(reply, "claim_tasks")
+        lease_until_raw, more, *entries = check(reply, "claim_tasks")
         lease_until = v.from_ms(int(lease_until_raw))
-        result = []
-        for token, attempt, flat in claimed:
+        claimed: list[ClaimedTask] = []
+        for token, attempt, flat in entries:
             fields = dict(zip(flat[::2], flat[1::2], strict=True))
-            task = codec.decode_task(self.keys.task(as_text(fields.get(b"task_id", b"?"))), fields)
-            result.append(
+            key = self.keys.task(as_text(fields.get(b"task_id", b"?")))
+            try:
+                task = codec.decode_task(key, fields)
+            except CorruptRecordError as exc:
+                await self._set_aside_claimed(key, fields, int(token), exc)
+                continue
+            claimed.append(
                 ClaimedTask(task=task, token=int(token), lease_until=lease_until, attempt=int(attempt))
             )
-        return result
+        return claimed, bool(int(more))
+
+    async def _set_aside_claimed(
+        self, key: str, fields: dict[bytes, bytes], token: int, problem: CorruptRecordError
+    ) -> None:
+        """Take a claimed task whose record cannot be decoded out of circulation.
+
+        Its batch-mates are returned as usual. If this fails too, the task keeps
+        a lease nobody renews, so the reaper returns it to pending in time.
+        """
+        task_id = key[len(self.keys.prefix) + len("task:") :]
+        log.warning("claim_tasks: set aside task record %s: %s", key, problem.reason)
+        try:
+            reply = await self._script(
+                "set_aside",
+                [key, self.keys.tasks(R), self.keys.set_aside, self.keys.events],
+                [self._now(), str(token), self._settings.events_maxlen, task_id],
+            )
+            check(reply, f"task {task_id!r}")
+        except (NamespaceLostError, StoreClosedError):
+            raise
+        except PonosStorageError as exc:
+            log.warning("claim_tasks: could not set aside %s: %s", key, exc)
 
     def _token(self, token: int) -> str:
-        if isinstance(token, bool) or not isinstance(token, int):
-            raise InvalidInputError(f"token must be an integer, got {type(token).__name__}")
-        return str(token)
+        return str(v.token(token))
 
     async def renew_task_lease(self, task_id: str, token: int, *, lease_s: float) -> None:
         """Extend the lease of a task you hold (even if it expired but was not reaped)."""
@@ -733,8 +891,9 @@ class RedisAggregatorStore(_RedisStore):
     async def reap_expired_leases(self) -> int:
         """Expired leases go back to pending, or to failed after max_attempts.
 
-        Works in bounded batches; also trims a bounded batch of finished tasks
-        past their retention.
+        Works in bounded batches; then trims completed and failed tasks past
+        their retention, oldest first, in batches of 1,000 until none is left,
+        at most 100,000 per call.
 
         Returns:
             how many leases were reaped.
@@ -749,6 +908,7 @@ class RedisAggregatorStore(_RedisStore):
                     self.keys.tasks(F),
                     self.keys.fence,
                     self.keys.events,
+                    self.keys.set_aside,
                 ],
                 [
                     self._now(),
@@ -762,19 +922,116 @@ class RedisAggregatorStore(_RedisStore):
             total += int(reaped)
             if not int(more):
                 break
-        await self.trim_finished_tasks(limit=1000)
+        await self._trim(REAP_TRIM_LIMIT)
         return total
 
     async def trim_finished_tasks(self, *, limit: int = 1000) -> int:
-        """Delete up to ``limit`` completed/failed tasks older than ``retention_s``."""
+        """Delete up to ``limit`` completed/failed tasks older than ``retention_s``, oldest first.
+
+        One script call deletes at most 1,000; a larger ``limit`` takes several.
+        """
         n = v.limit(limit)
-        reply = await self._script(
-            "trim",
-            [self.keys.tasks(C), self.keys.tasks(F)],
-            [self._now(), _ms(self._settings.retention_s), n, self.keys.prefix],
-        )
-        (deleted,) = check(reply, "trim_finished_tasks")
-        return int(deleted)
+        self._check_open()
+        return await self._trim(n)
+
+    async def _trim(self, limit: int) -> int:
+        """Trim in script calls of at most TRIM_BATCH entries, until ``limit`` index
+        entries were examined or none past retention is left."""
+        deleted = examined = 0
+        while examined < limit:
+            batch = min(TRIM_BATCH, limit - examined)
+            reply = await self._script(
+                "trim",
+                [self.keys.tasks(C), self.keys.tasks(F)],
+                [self._now(), _ms(self._settings.retention_s), batch, self.keys.prefix],
+            )
+            gone, seen = check(reply, "trim_finished_tasks")
+            deleted += int(gone)
+            examined += int(seen)
+            if int(seen) < batch:
+                break
+        return deleted
+
+    async def fail_orphaned_tasks(
+        self,
+        chain_id: int,
+        above_block: int,
+        *,
+        keep: Collection[str] = (),
+        reason: str = "reorg",
+        fence: int | None = None,
+    ) -> list[str]:
+        """Fail the pending and processing tasks of a chain above a block (after a reorg).
+
+        Each gets a new token, ``last_error = reason`` and a ``task.failed`` event;
+        ids in ``keep`` and finished tasks are left alone. One script looks at most
+        at 1,000 entries of the chain's task index; a larger range takes several
+        calls (the fence is checked by each), so a concurrent delete or trim may
+        let one call miss a task: the call is safe to repeat.
+
+        Returns:
+            the ids it failed, in (block number, id) order.
+
+        Raises:
+            InvalidInputError: a bad argument (``keep``: at most 10,000 valid ids).
+            StaleLeaseError: ``fence`` is not the chain's live lease token.
+        """
+        chain_id = v.integer(chain_id, "chain_id")
+        above_block = v.integer(above_block, "above_block")
+        kept = v.ids(keep, "keep", MAX_KEEP_IDS)
+        reason = v.string(reason, "reason")
+        fence_arg = self._fence(fence)
+        keys = [
+            self.keys.chain_tasks(chain_id),
+            self.keys.chain(chain_id),
+            self.keys.tasks(P),
+            self.keys.tasks(R),
+            self.keys.tasks(F),
+            self.keys.fence,
+            self.keys.events,
+            self.keys.set_aside,
+        ]
+        failed: list[str] = []
+        offset = 0
+        while True:
+            reply = await self._script(
+                "fail_orphaned",
+                keys,
+                [
+                    self._now(),
+                    above_block,
+                    offset,
+                    fence_arg,
+                    reason,
+                    self._settings.events_maxlen,
+                    self.keys.prefix,
+                    uuid.uuid4().hex,
+                    len(kept),
+                    *kept,
+                ],
+            )
+            looked_at, removed, *ids = check(reply, f"chain {chain_id}")
+            failed.extend(as_text(i) for i in ids)
+            if int(looked_at) < ORPHAN_BATCH:
+                return failed
+            offset += int(looked_at) - int(removed)
+
+    # -- periodic jobs -------------------------------------------------------------
+
+    async def try_runner_lease(self, name: str, owner: str, *, ttl_s: float) -> bool:
+        """Take (or, held by ``owner``, extend) the lease of a periodic job for ``ttl_s``.
+
+        Returns:
+            True if ``owner`` now holds it; False if another owner holds a live one.
+        """
+        name = v.ident(name, "name")
+        owner = v.ident(owner, "owner")
+        ttl = v.duration(ttl_s, "ttl_s")
+        reply = await self._script("runner_lease", [self.keys.runner(name)], [self._now(), owner, _ms(ttl)])
+        if as_text(reply[0]) == "HELD":
+            return False
+        check(reply, f"runner lease {name!r}")
+        return True
 
     # -- config cache --------------------------------------------------------------
 
@@ -841,9 +1098,14 @@ class RedisAggregatorStore(_RedisStore):
         With ``block_s=None`` it ends once everything present was delivered; with
         ``block_s=x`` it waits up to x seconds for each next event.
         """
-        if after is not None:
-            parse_event_id(after)
+        last_possible = after is not None and parse_event_id(after) == MAX_EVENT_ID
         wait = None if block_s is None else v.duration(block_s, "block_s", allow_zero=True)
+        if last_possible:
+            # Nothing can follow the greatest id (and XRANGE refuses to start after it).
+            self._check_open()
+            if wait:
+                await asyncio.sleep(wait)
+            return
         key = self.keys.events
         last = after
         while True:
@@ -1019,6 +1281,8 @@ class RedisExecutorStore(_RedisStore):
             [self.keys.processed(task_id)],
             [self._now(), _ms(self._settings.processed_ttl_s), uuid.uuid4().hex],
         )
+        if isinstance(reply, list):
+            check(reply, f"task {task_id!r}")  # the namespace guard refused
         return int(reply) == 1
 
     async def is_task_processed(self, task_id: str) -> bool:

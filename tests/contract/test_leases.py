@@ -457,3 +457,44 @@ async def test_tokens_only_grow_across_the_namespace(make_aggregator: Aggregator
     issued.extend(c.token for c in c3)
     assert issued == sorted(issued)
     assert len(set(issued)) == len(issued)
+
+
+async def test_a_claim_larger_than_one_script_returns_every_task(aggregator: AggregatorStore) -> None:
+    await aggregator.save_tasks(make_tasks(1234))
+    claimed = await aggregator.claim_tasks("r1", limit=10_000, lease_s=600)
+    assert [c.task.task_id for c in claimed] == [t.task_id for t in make_tasks(1234)]
+    assert len({c.token for c in claimed}) == 1234
+    counts = await aggregator.count_tasks()
+    assert counts[TaskStatus.PROCESSING] == 1234
+    assert counts[TaskStatus.PENDING] == 0
+
+
+async def test_tokens_are_never_below_the_clock_in_microseconds(
+    aggregator: AggregatorStore, clock: ManualClock
+) -> None:
+    """The token floor that keeps tokens from repeating after Redis lost data."""
+    await aggregator.save_tasks(make_tasks(2))
+    [first] = await aggregator.claim_tasks("r1", limit=1, lease_s=30)
+    assert first.token >= int(clock().timestamp()) * 1_000_000
+    clock.advance(5)
+    [second] = await aggregator.claim_tasks("r1", limit=1, lease_s=30)
+    assert second.token >= int(clock().timestamp()) * 1_000_000 > first.token
+    lease = await aggregator.acquire_chain_lease(1, "poller", ttl_s=10)
+    assert lease is not None
+    assert lease.token > second.token
+
+
+async def test_deadline_failures_of_one_claim_are_bounded(
+    aggregator: AggregatorStore, clock: ManualClock
+) -> None:
+    """One claim looks at most at 1000 pending entries per script; a call that meets that
+    many expired deadlines ends there, and the next call goes on."""
+    soon = clock() + timedelta(seconds=1)
+    await aggregator.save_tasks([*make_tasks(1500, prefix="late", deadline=soon), make_task("on-time")])
+    clock.advance(10)
+    assert await aggregator.claim_tasks("r1", limit=1, lease_s=30) == []
+    counts = await aggregator.count_tasks()
+    assert (counts[TaskStatus.FAILED], counts[TaskStatus.PENDING]) == (1000, 501)
+    [claimed] = await aggregator.claim_tasks("r1", limit=1, lease_s=30)
+    assert claimed.task.task_id == "on-time"
+    assert (await aggregator.count_tasks())[TaskStatus.FAILED] == 1500

@@ -61,6 +61,8 @@ AGGREGATOR_CALLS: dict[str, Callable[[Any], Awaitable[object]]] = {
     "release_task": lambda s: s.release_task("t1", 1),
     "reap_expired_leases": lambda s: s.reap_expired_leases(),
     "trim_finished_tasks": lambda s: s.trim_finished_tasks(),
+    "fail_orphaned_tasks": lambda s: s.fail_orphaned_tasks(1, 0, keep=["t1"]),
+    "try_runner_lease": lambda s: s.try_runner_lease("reaper", "r1", ttl_s=5),
     "save_operator_set_config": lambda s: s.save_operator_set_config(
         AVS_A, 1, OperatorSetTaskConfig(task_sla_s=1, curve_type=CurveType.ECDSA)
     ),

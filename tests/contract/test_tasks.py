@@ -418,3 +418,73 @@ async def test_trim_uses_the_time_the_task_finished(
     clock.advance(50)  # 140 s after the save, 50 s after completion
     assert await store.trim_finished_tasks() == 0
     assert (await store.get_task("t1")).status == TaskStatus.COMPLETED
+
+
+async def test_trim_deletes_the_oldest_first_across_completed_and_failed(
+    make_aggregator: AggregatorFactory, clock: ManualClock
+) -> None:
+    store = await make_aggregator(retention_s=10)
+    await task_in_status(store, TaskStatus.FAILED, "old-failed")
+    clock.advance(1)
+    await task_in_status(store, TaskStatus.COMPLETED, "new-done")
+    clock.advance(1)
+    await task_in_status(store, TaskStatus.FAILED, "newest-failed")
+    clock.advance(20)
+    assert await store.trim_finished_tasks(limit=1) == 1
+    with pytest.raises(NotFoundError):
+        await store.get_task("old-failed")
+    assert (await store.get_task("new-done")).status == TaskStatus.COMPLETED
+    assert await store.trim_finished_tasks(limit=1) == 1
+    with pytest.raises(NotFoundError):
+        await store.get_task("new-done")
+    assert (await store.get_task("newest-failed")).status == TaskStatus.FAILED
+
+
+async def test_trim_breaks_ties_by_task_id_across_completed_and_failed(
+    make_aggregator: AggregatorFactory, clock: ManualClock
+) -> None:
+    """Tasks that finished in the same millisecond go in the order of their ids'
+    code points (UTF-8 bytes), whichever status they ended in."""
+    store = await make_aggregator(retention_s=10)
+    finished = {
+        "a": TaskStatus.FAILED,
+        "B": TaskStatus.COMPLETED,
+        "é": TaskStatus.FAILED,
+        "b": TaskStatus.COMPLETED,
+        "A": TaskStatus.FAILED,
+        "z": TaskStatus.COMPLETED,
+        "Ā": TaskStatus.COMPLETED,
+    }
+    for task_id, status in finished.items():
+        await task_in_status(store, status, task_id)
+    clock.advance(11)
+    trimmed = []
+    for _ in finished:
+        left = {t for t in finished if await _exists(store, t)}
+        assert await store.trim_finished_tasks(limit=1) == 1
+        (gone,) = [t for t in left if not await _exists(store, t)]
+        trimmed.append(gone)
+    assert trimmed == sorted(finished) == ["A", "B", "a", "b", "z", "é", "Ā"]
+    assert await store.trim_finished_tasks(limit=1) == 0
+
+
+async def test_trim_with_a_limit_over_one_batch(
+    make_aggregator: AggregatorFactory, clock: ManualClock
+) -> None:
+    store = await make_aggregator(retention_s=10)
+    await store.save_tasks(make_tasks(5))
+    for c in await store.claim_tasks("w", limit=5, lease_s=30):
+        await store.complete_task(c.task.task_id, c.token)
+    clock.advance(11)
+    assert await store.trim_finished_tasks(limit=0) == 0
+    assert await store.trim_finished_tasks(limit=1_000_000) == 5
+    assert (await store.count_tasks())[TaskStatus.COMPLETED] == 0
+    assert await store.trim_finished_tasks(limit=1_000_000) == 0
+
+
+async def _exists(store: AggregatorStore, task_id: str) -> bool:
+    try:
+        await store.get_task(task_id)
+    except NotFoundError:
+        return False
+    return True

@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
+import msgspec
 import pytest
-from _helpers import AVS_A, AggregatorFactory, make_deployment, make_inflight, make_performer, make_task
+from _helpers import (
+    AVS_A,
+    AggregatorFactory,
+    claim_one,
+    make_deployment,
+    make_inflight,
+    make_performer,
+    make_task,
+)
 
 from ponos_redis import (
     AggregatorStore,
     BlockRecord,
+    DeploymentStatus,
+    EnvironmentVar,
     ExecutorStore,
     InvalidInputError,
     NotFoundError,
@@ -27,6 +41,8 @@ BAD_IDS = [
     pytest.param("a\x00b", id="nul"),
     pytest.param("a\x7fb", id="del"),
     pytest.param("x" * 257, id="257-chars"),
+    pytest.param("x\ud800", id="lone-surrogate"),
+    pytest.param("\udfff", id="lone-low-surrogate"),
     pytest.param(None, id="none"),
     pytest.param(12, id="int"),
 ]
@@ -315,3 +331,398 @@ async def test_address_filter_is_validated(aggregator: AggregatorStore) -> None:
     await aggregator.save_task(make_task("t1"))
     with pytest.raises(InvalidInputError):
         await aggregator.list_pending_tasks(AVS_A[:-1])
+
+
+# ---------------------------------------------------------------- text: valid UTF-8, bounded
+
+# A lone surrogate: a Python str that cannot be encoded as UTF-8.
+SURROGATE = "x\ud800"
+PERFORMER_TEXT_FIELDS = [
+    "resource_id",
+    "status",
+    "artifact_registry",
+    "artifact_digest",
+    "artifact_tag",
+    "deployment_mode",
+    "network_name",
+    "container_endpoint",
+    "container_hostname",
+]
+
+
+async def test_lone_surrogate_owner_and_reason_rejected(aggregator: AggregatorStore) -> None:
+    await aggregator.save_task(make_task("t1"))
+    with pytest.raises(InvalidInputError, match="owner"):
+        await aggregator.claim_tasks(SURROGATE, limit=1, lease_s=5)
+    assert (await aggregator.get_task("t1")).status == TaskStatus.PENDING
+    with pytest.raises(InvalidInputError, match="owner"):
+        await aggregator.acquire_chain_lease(1, SURROGATE, ttl_s=5)
+    claimed = await claim_one(aggregator, "t1")
+    with pytest.raises(InvalidInputError, match="reason"):
+        await aggregator.fail_task("t1", claimed.token, "boom " + SURROGATE)
+    with pytest.raises(InvalidInputError, match="reason"):
+        await aggregator.fail_task("t1", claimed.token, SURROGATE, retry=True)
+    record = await aggregator.get_task("t1")
+    assert (record.status, record.token, record.last_error) == (TaskStatus.PROCESSING, claimed.token, None)
+
+
+@pytest.mark.parametrize("field", ["block_hash", "callback_address"])
+async def test_lone_surrogate_task_field_rejected(aggregator: AggregatorStore, field: str) -> None:
+    with pytest.raises(InvalidInputError, match=field):
+        await aggregator.save_task(make_task("t1", **{field: SURROGATE}))
+    with pytest.raises(InvalidInputError, match=field):
+        await aggregator.save_tasks([make_task("t0"), make_task("t1", **{field: SURROGATE})])
+    await assert_no_tasks(aggregator)
+
+
+@pytest.mark.parametrize("field", ["hash", "parent_hash"])
+async def test_lone_surrogate_block_hash_rejected(aggregator: AggregatorStore, field: str) -> None:
+    values: dict[str, object] = {"chain_id": 1, "number": 5, "hash": "0x1", "parent_hash": "0x0"}
+    with pytest.raises(InvalidInputError, match=field):
+        await aggregator.save_block(BlockRecord(**{**values, field: SURROGATE}, timestamp=1))  # type: ignore[arg-type]
+    with pytest.raises(NotFoundError):
+        await aggregator.get_block(1, 5)
+
+
+@pytest.mark.parametrize("field", PERFORMER_TEXT_FIELDS)
+async def test_lone_surrogate_performer_field_rejected(executor: ExecutorStore, field: str) -> None:
+    with pytest.raises(InvalidInputError, match=field):
+        await executor.save_performer_state(make_performer("p", **{field: SURROGATE}))
+    assert await executor.list_performer_states() == []
+
+
+@pytest.mark.parametrize("field", ["name", "value", "value_from_env"])
+async def test_lone_surrogate_environment_var_rejected(executor: ExecutorStore, field: str) -> None:
+    env = EnvironmentVar(**{"name": "A", field: SURROGATE})
+    with pytest.raises(InvalidInputError, match=field):
+        await executor.save_performer_state(make_performer("p", environment_vars=[env]))
+    assert await executor.list_performer_states() == []
+
+
+async def test_lone_surrogate_inflight_and_deployment_text_rejected(executor: ExecutorStore) -> None:
+    for field in ("status", "aggregator_address"):
+        with pytest.raises(InvalidInputError, match=field):
+            await executor.save_inflight_task(make_inflight("i1", **{field: SURROGATE}))
+    assert await executor.list_inflight_tasks() == []
+    for field in ("error", "artifact_registry", "artifact_digest"):
+        with pytest.raises(InvalidInputError, match=field):
+            await executor.save_deployment(make_deployment("d1", **{field: SURROGATE}))
+    with pytest.raises(NotFoundError):
+        await executor.get_deployment("d1")
+    await executor.save_deployment(make_deployment("d1"))
+    with pytest.raises(InvalidInputError, match="error"):
+        await executor.update_deployment_status("d1", DeploymentStatus.FAILED, error=SURROGATE)
+    assert (await executor.get_deployment("d1")).status == DeploymentStatus.PENDING
+    assert len(await executor.list_deployment_history("d1")) == 1
+
+
+# Documented bounds (ponos_redis/_validate.py, README "Limits"): a value at the bound is
+# stored, one character more raises InvalidInputError and writes nothing. "é" is two UTF-8
+# bytes: bounds count characters.
+
+
+@pytest.mark.parametrize(("field", "bound"), [("block_hash", 256), ("callback_address", 256)])
+async def test_task_text_bounds(aggregator: AggregatorStore, field: str, bound: int) -> None:
+    assert await aggregator.save_task(make_task("fits", **{field: "é" * bound})) is True
+    assert getattr((await aggregator.get_task("fits")).task, field) == "é" * bound
+    with pytest.raises(InvalidInputError, match=field):
+        await aggregator.save_task(make_task("over", **{field: "a" * (bound + 1)}))
+    with pytest.raises(InvalidInputError, match=field):
+        await aggregator.save_tasks([make_task("ok"), make_task("over", **{field: "a" * (bound + 1)})])
+    assert [t.task_id for t in await aggregator.list_pending_tasks()] == ["fits"]
+
+
+async def test_huge_block_hash_rejected(aggregator: AggregatorStore) -> None:
+    with pytest.raises(InvalidInputError, match="block_hash"):
+        await aggregator.save_task(make_task("t1", block_hash="0x" + "ab" * 10_000_000))
+    await assert_no_tasks(aggregator)
+
+
+@pytest.mark.parametrize("field", ["hash", "parent_hash"])
+async def test_block_hash_bounds(aggregator: AggregatorStore, field: str) -> None:
+    values: dict[str, object] = {"chain_id": 1, "hash": "0x1", "parent_hash": "0x0", "timestamp": 1}
+    await aggregator.save_block(BlockRecord(**{**values, field: "é" * 256}, number=5))  # type: ignore[arg-type]
+    assert getattr(await aggregator.get_block(1, 5), field) == "é" * 256
+    with pytest.raises(InvalidInputError, match=field):
+        await aggregator.save_block(BlockRecord(**{**values, field: "a" * 257}, number=6))  # type: ignore[arg-type]
+    with pytest.raises(NotFoundError):
+        await aggregator.get_block(1, 6)
+
+
+@pytest.mark.parametrize("retry", [False, True])
+async def test_fail_reason_bound(aggregator: AggregatorStore, retry: bool) -> None:
+    await aggregator.save_task(make_task("t1"))
+    claimed = await claim_one(aggregator, "t1")
+    with pytest.raises(InvalidInputError, match="reason"):
+        await aggregator.fail_task("t1", claimed.token, "r" * 4097, retry=retry)
+    with pytest.raises(InvalidInputError, match="reason"):
+        await aggregator.fail_task("t1", claimed.token, "r" * 20_000_000, retry=retry)
+    record = await aggregator.get_task("t1")
+    assert (record.status, record.token, record.last_error) == (TaskStatus.PROCESSING, claimed.token, None)
+    await aggregator.fail_task("t1", claimed.token, "é" * 4096, retry=retry)
+    record = await aggregator.get_task("t1")
+    assert record.status == (TaskStatus.PENDING if retry else TaskStatus.FAILED)
+    assert record.last_error == "é" * 4096
+
+
+@pytest.mark.parametrize("field", PERFORMER_TEXT_FIELDS)
+async def test_performer_text_bounds(executor: ExecutorStore, field: str) -> None:
+    await executor.save_performer_state(make_performer("p", **{field: "é" * 1024}))
+    assert getattr(await executor.get_performer_state("p"), field) == "é" * 1024
+    with pytest.raises(InvalidInputError, match=field):
+        await executor.save_performer_state(make_performer("p", **{field: "a" * 1025}))
+    with pytest.raises(InvalidInputError, match=field):
+        await executor.save_performer_state(make_performer("q", **{field: "a" * 1025}))
+    assert [p.performer_id for p in await executor.list_performer_states()] == ["p"]
+    assert getattr(await executor.get_performer_state("p"), field) == "é" * 1024
+
+
+@pytest.mark.parametrize(("field", "bound"), [("name", 256), ("value", 32 * 1024), ("value_from_env", 256)])
+async def test_environment_var_bounds(executor: ExecutorStore, field: str, bound: int) -> None:
+    fits = EnvironmentVar(**{"name": "A", field: "é" * bound})
+    await executor.save_performer_state(make_performer("p", environment_vars=[fits]))
+    assert (await executor.get_performer_state("p")).environment_vars == [fits]
+    over = EnvironmentVar(**{"name": "A", field: "a" * (bound + 1)})
+    with pytest.raises(InvalidInputError, match=field):
+        await executor.save_performer_state(make_performer("q", environment_vars=[over]))
+    assert [p.performer_id for p in await executor.list_performer_states()] == ["p"]
+
+
+async def test_environment_var_count_bound(executor: ExecutorStore) -> None:
+    env = [EnvironmentVar(name=f"V{i}", value="1") for i in range(1024)]
+    await executor.save_performer_state(make_performer("p", environment_vars=env))
+    assert len((await executor.get_performer_state("p")).environment_vars) == 1024
+    with pytest.raises(InvalidInputError, match="environment_vars"):
+        await executor.save_performer_state(make_performer("q", environment_vars=[*env, env[0]]))
+    assert [p.performer_id for p in await executor.list_performer_states()] == ["p"]
+
+
+@pytest.mark.parametrize(("field", "bound"), [("status", 256), ("aggregator_address", 256)])
+async def test_inflight_text_bounds(executor: ExecutorStore, field: str, bound: int) -> None:
+    await executor.save_inflight_task(make_inflight("i1", **{field: "é" * bound}))
+    assert getattr(await executor.get_inflight_task("i1"), field) == "é" * bound
+    with pytest.raises(InvalidInputError, match=field):
+        await executor.save_inflight_task(make_inflight("i2", **{field: "a" * (bound + 1)}))
+    assert [t.task_id for t in await executor.list_inflight_tasks()] == ["i1"]
+
+
+@pytest.mark.parametrize(
+    ("field", "bound"), [("error", 4096), ("artifact_registry", 1024), ("artifact_digest", 1024)]
+)
+async def test_deployment_text_bounds(executor: ExecutorStore, field: str, bound: int) -> None:
+    await executor.save_deployment(make_deployment("d1", **{field: "é" * bound}))
+    assert getattr(await executor.get_deployment("d1"), field) == "é" * bound
+    with pytest.raises(InvalidInputError, match=field):
+        await executor.save_deployment(make_deployment("d2", **{field: "a" * (bound + 1)}))
+    with pytest.raises(NotFoundError):
+        await executor.get_deployment("d2")
+
+
+async def test_deployment_status_error_bound(executor: ExecutorStore) -> None:
+    await executor.save_deployment(make_deployment("d1"))
+    with pytest.raises(InvalidInputError, match="error"):
+        await executor.update_deployment_status("d1", DeploymentStatus.FAILED, error="e" * 5_000_000)
+    with pytest.raises(InvalidInputError, match="error"):
+        await executor.update_deployment_status("d1", DeploymentStatus.FAILED, error="e" * 4097)
+    assert (await executor.get_deployment("d1")).status == DeploymentStatus.PENDING
+    assert len(await executor.list_deployment_history("d1")) == 1
+    await executor.update_deployment_status("d1", DeploymentStatus.FAILED, error="é" * 4096)
+    assert (await executor.get_deployment("d1")).error == "é" * 4096
+    history = await executor.list_deployment_history("d1")
+    assert [(e.status, e.error) for e in history][-1] == (DeploymentStatus.FAILED, "é" * 4096)
+
+
+# ---------------------------------------------------------------- datetimes out of range once in UTC
+
+MINUS_5 = timezone(timedelta(hours=-5))
+PLUS_5 = timezone(timedelta(hours=5))
+OVERFLOWING = [
+    pytest.param(datetime(9999, 12, 31, 23, 0, tzinfo=MINUS_5), id="after-9999"),
+    pytest.param(datetime(1, 1, 1, 1, 0, tzinfo=PLUS_5), id="before-year-1"),
+]
+EXTREMES = [
+    pytest.param(datetime(9999, 12, 31, 23, 59, 59, 999_000, tzinfo=UTC), id="last-ms"),
+    pytest.param(datetime(9999, 12, 31, 18, 59, 59, 999_000, tzinfo=MINUS_5), id="last-ms-minus-5"),
+    pytest.param(datetime(1, 1, 1, 0, 0, tzinfo=UTC), id="first"),
+    pytest.param(datetime(1, 1, 1, 5, 0, tzinfo=PLUS_5), id="first-plus-5"),
+]
+
+
+@pytest.mark.parametrize("bad", OVERFLOWING)
+async def test_datetime_overflowing_utc_rejected(
+    aggregator: AggregatorStore, executor: ExecutorStore, bad: datetime
+) -> None:
+    with pytest.raises(InvalidInputError, match="deadline"):
+        await aggregator.save_task(make_task("t1", deadline=bad))
+    await assert_no_tasks(aggregator)
+    with pytest.raises(InvalidInputError, match="created_at"):
+        await executor.save_performer_state(make_performer("p", created_at=bad))
+    with pytest.raises(InvalidInputError, match="last_health_check"):
+        await executor.save_performer_state(make_performer("p", last_health_check=bad))
+    assert await executor.list_performer_states() == []
+    with pytest.raises(InvalidInputError, match="received_at"):
+        await executor.save_inflight_task(make_inflight("i", received_at=bad))
+    assert await executor.list_inflight_tasks() == []
+    for field in ("started_at", "completed_at"):
+        with pytest.raises(InvalidInputError, match=field):
+            await executor.save_deployment(make_deployment("d", **{field: bad}))
+    with pytest.raises(NotFoundError):
+        await executor.get_deployment("d")
+
+
+@pytest.mark.parametrize("extreme", EXTREMES)
+async def test_extreme_datetimes_round_trip(
+    aggregator: AggregatorStore, executor: ExecutorStore, extreme: datetime
+) -> None:
+    expected = extreme.astimezone(UTC)
+    await aggregator.save_task(make_task("t1", deadline=extreme))
+    assert (await aggregator.get_task("t1")).task.deadline == expected
+    await executor.save_deployment(make_deployment("d", started_at=extreme, completed_at=extreme))
+    deployment = await executor.get_deployment("d")
+    assert (deployment.started_at, deployment.completed_at) == (expected, expected)
+    await executor.save_inflight_task(make_inflight("i", received_at=extreme))
+    assert (await executor.get_inflight_task("i")).received_at == expected
+
+
+# ---------------------------------------------------------------- event ids
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        pytest.param("\u0661-0", id="arabic-indic-digit"),
+        pytest.param("\uff11-0", id="fullwidth-digit"),
+        pytest.param("1-" + SURROGATE, id="lone-surrogate"),
+        pytest.param(f"{2**64}-0", id="2**64"),
+        pytest.param("garbage", id="garbage"),
+    ],
+)
+async def test_bad_event_id_rejected(aggregator: AggregatorStore, bad: str) -> None:
+    await aggregator.save_task(make_task("t1"))
+    with pytest.raises(InvalidInputError):
+        async for _ in aggregator.events(after=bad):
+            pass
+
+
+# ---------------------------------------------------------------- tokens, leases, event ids
+
+BAD_TOKENS = [
+    pytest.param(1.0, id="float"),
+    pytest.param(True, id="true"),
+    pytest.param(False, id="false"),
+    pytest.param("1", id="str"),
+    pytest.param(None, id="none"),
+    pytest.param(-1, id="negative"),
+    pytest.param(2**53, id="2**53"),
+    pytest.param(2**64, id="2**64"),
+]
+
+
+def _token_calls(store: AggregatorStore, token: object) -> list[Callable[[], Awaitable[None]]]:
+    bad: Any = token
+    return [
+        lambda: store.renew_task_lease("t1", bad, lease_s=5),
+        lambda: store.complete_task("t1", bad),
+        lambda: store.fail_task("t1", bad, "boom"),
+        lambda: store.fail_task("t1", bad, "boom", retry=True),
+        lambda: store.release_task("t1", bad),
+    ]
+
+
+@pytest.mark.parametrize("bad", BAD_TOKENS)
+async def test_bad_task_token_rejected(aggregator: AggregatorStore, bad: object) -> None:
+    for call in _token_calls(aggregator, bad):  # no such task: the token is checked first
+        with pytest.raises(InvalidInputError):
+            await call()
+    await aggregator.save_task(make_task("t1"))
+    assert len(await aggregator.claim_tasks("w", limit=1, lease_s=30)) == 1
+    before = await aggregator.get_task("t1")
+    for call in _token_calls(aggregator, bad):
+        with pytest.raises(InvalidInputError):
+            await call()
+    assert await aggregator.get_task("t1") == before
+
+
+async def test_token_of_the_right_value_but_wrong_type_rejected(aggregator: AggregatorStore) -> None:
+    await aggregator.save_task(make_task("t1"))
+    [claimed] = await aggregator.claim_tasks("w", limit=1, lease_s=30)
+    for bad in (float(claimed.token), str(claimed.token)):
+        for call in _token_calls(aggregator, bad):
+            with pytest.raises(InvalidInputError):
+                await call()
+    # Nor is a finished task's replay answered for a token that is not an int.
+    await aggregator.complete_task("t1", claimed.token)
+    done = await aggregator.get_task("t1")
+    with pytest.raises(InvalidInputError):
+        await aggregator.complete_task("t1", float(claimed.token))  # type: ignore[arg-type]
+    await aggregator.complete_task("t1", claimed.token)
+    assert await aggregator.get_task("t1") == done
+
+
+@pytest.mark.parametrize(
+    ("field", "bad"),
+    [
+        *(pytest.param("token", p.values[0], id=f"token-{p.id}") for p in BAD_TOKENS),
+        pytest.param("chain_id", "1", id="chain_id-str"),
+        pytest.param("chain_id", -1, id="chain_id-negative"),
+        pytest.param("chain_id", 1.0, id="chain_id-float"),
+        pytest.param("owner", "", id="owner-empty"),
+        pytest.param("owner", "a b", id="owner-space"),
+        pytest.param("owner", None, id="owner-none"),
+        pytest.param("owner", 7, id="owner-int"),
+    ],
+)
+async def test_malformed_chain_lease_rejected(aggregator: AggregatorStore, field: str, bad: object) -> None:
+    lease = await aggregator.acquire_chain_lease(1, "poller", ttl_s=10)
+    assert lease is not None
+    malformed = msgspec.structs.replace(lease, **{field: bad})
+    with pytest.raises(InvalidInputError):
+        await aggregator.renew_chain_lease(malformed, ttl_s=10)
+    with pytest.raises(InvalidInputError):
+        await aggregator.release_chain_lease(malformed)
+    # The real lease is untouched: it still renews, and nobody else can take it.
+    assert (await aggregator.renew_chain_lease(lease, ttl_s=10)).token == lease.token
+    assert await aggregator.acquire_chain_lease(1, "other", ttl_s=10) is None
+
+
+@pytest.mark.parametrize("bad", [p for p in BAD_TOKENS if p.id != "none"])  # None: no fence
+async def test_bad_fence_rejected(aggregator: AggregatorStore, bad: object) -> None:
+    await aggregator.set_last_processed_block(1, 5)
+    with pytest.raises(InvalidInputError):
+        await aggregator.set_last_processed_block(1, 6, fence=bad)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError):
+        await aggregator.rewind_chain(1, 4, fence=bad)  # type: ignore[arg-type]
+    assert await aggregator.get_last_processed_block(1) == 5
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        pytest.param("18446744073709551616-0", id="ms-2**64"),
+        pytest.param("1-18446744073709551616", id="seq-2**64"),
+        pytest.param("99999999999999999999-0", id="ms-20-nines"),
+    ],
+)
+async def test_event_id_beyond_u64_rejected(aggregator: AggregatorStore, bad: str) -> None:
+    await aggregator.save_task(make_task("t1"))
+    with pytest.raises(InvalidInputError):
+        async for _ in aggregator.events(after=bad):
+            pass
+
+
+@pytest.mark.parametrize(
+    ("good", "later"),
+    [
+        ("0-0", True),
+        ("1-18446744073709551615", True),
+        ("18446744073709551615-0", False),
+        ("18446744073709551615-18446744073709551615", False),
+    ],
+)
+async def test_event_ids_up_to_u64_accepted(aggregator: AggregatorStore, good: str, later: bool) -> None:
+    await aggregator.save_task(make_task("t1"))
+    after = [e.subject async for e in aggregator.events(after=good)]
+    assert after == (["t1"] if later else [])
+    async with asyncio.timeout(5):
+        waited = [e.subject async for e in aggregator.events(after=good, block_s=0.05)]
+    assert waited == after

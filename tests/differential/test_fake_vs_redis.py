@@ -1,8 +1,11 @@
 """The fake and Redis, step by step: the same random program, the same answers.
 
 Hypothesis draws a program of store calls (saves, claims, completions with
-current or stale tokens, retries, releases, overrides, deletes, reaps, clock
-moves, chain cursor and lease calls, de-dup marks). It runs on the in-process
+current, stale or malformed tokens, retries, releases, overrides, deletes, reaps,
+trims, clock moves, chain cursor and lease calls with well-formed or malformed
+leases and fences, reorg failures of a chain's tasks above a block with ids kept and
+well-formed, stale or malformed fences, single-runner leases, event reads from fixed or
+out-of-range ids, de-dup marks). It runs on the in-process
 fake and on Redis, in fresh namespaces, with one ManualClock each moved alike.
 After every step the results (or exception types) must be equal, and so must
 the whole observable state: every task record, the counts, the pending queue.
@@ -15,6 +18,7 @@ import asyncio
 import uuid
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -40,7 +44,18 @@ OWNERS = ["a", "b"]
 task_ids = st.sampled_from(IDS)
 chains = st.sampled_from([1, 17000])
 blocks = st.integers(min_value=0, max_value=20)
-token_picks = st.integers(min_value=0, max_value=30)  # an index into the tokens seen so far
+# An index into the tokens seen so far, that token as a float, or a malformed one.
+BAD_TOKENS = [1.0, True, False, "1", None, -1, 2**53, 2**64]
+token_picks = st.one_of(
+    st.integers(min_value=0, max_value=30),
+    st.tuples(st.just("float"), st.integers(min_value=0, max_value=30)),
+    st.tuples(st.just("bad"), st.sampled_from(BAD_TOKENS)),
+)
+lease_faults = st.sampled_from(
+    [("token", bad) for bad in BAD_TOKENS]
+    + [("chain_id", "1"), ("chain_id", -1), ("owner", ""), ("owner", "a b"), ("owner", None)]
+)
+EVENT_IDS = ["0-0", "18446744073709551615-0", "18446744073709551616-0", "1-18446744073709551616"]
 
 OPS = st.one_of(
     st.tuples(st.just("save"), task_ids, st.sampled_from([0, 1]), st.sampled_from([None, 5, 50])),
@@ -66,7 +81,25 @@ OPS = st.one_of(
     st.tuples(st.just("acquire"), chains, st.sampled_from(OWNERS), st.sampled_from([3, 30])),
     st.tuples(st.just("renew_lease"), chains),
     st.tuples(st.just("release_lease"), chains),
+    st.tuples(st.just("renew_lease_bad"), chains, lease_faults),
+    st.tuples(st.just("release_lease_bad"), chains, lease_faults),
+    st.tuples(st.just("cursor_bad_fence"), chains, blocks, token_picks),
+    st.tuples(st.just("trim"), st.sampled_from([0, 1, 2, 1500])),
+    st.tuples(st.just("events"), st.sampled_from(EVENT_IDS)),
     st.tuples(st.just("mark"), task_ids),
+    st.tuples(
+        st.just("orphan"),
+        chains,
+        st.integers(min_value=0, max_value=6),
+        st.lists(task_ids, max_size=2),
+        st.one_of(st.none(), st.just("lease"), token_picks),
+    ),
+    st.tuples(
+        st.just("runner"),
+        st.sampled_from(["reaper", "trimmer"]),
+        st.sampled_from(OWNERS),
+        st.sampled_from([3, 30]),
+    ),
 )
 
 
@@ -77,7 +110,7 @@ def make_task(task_id: str, avs: int, deadline_s: int | None, clock: ManualClock
         task_id=task_id,
         avs_address=AVS[avs],
         operator_set_id=1,
-        chain_id=17000,
+        chain_id=1 if int(task_id[1:]) % 3 == 1 else 17000,
         block_number=int(task_id[1:]),
         block_hash="0x" + task_id,
         callback_address="cb",
@@ -94,7 +127,10 @@ class Side:
         self.tokens: list[int] = [0]
         self.leases: dict[int, Any] = {}
 
-    def token(self, pick: int) -> int:
+    def token(self, pick: Any) -> Any:
+        if isinstance(pick, tuple):
+            kind, value = pick
+            return float(self.tokens[value % len(self.tokens)]) if kind == "float" else value
         return self.tokens[pick % len(self.tokens)]
 
     async def step(self, op: tuple[Any, ...]) -> Any:
@@ -152,8 +188,32 @@ class Side:
             if op[1] not in self.leases:
                 return "no lease"
             return await a.release_chain_lease(self.leases[op[1]])
+        if kind in ("renew_lease_bad", "release_lease_bad"):
+            if op[1] not in self.leases:
+                return "no lease"
+            field, value = op[2]
+            bad = msgspec.structs.replace(self.leases[op[1]], **{field: value})
+            if kind == "renew_lease_bad":
+                return await a.renew_chain_lease(bad, ttl_s=10)
+            return await a.release_chain_lease(bad)
+        if kind == "cursor_bad_fence":
+            return await a.set_last_processed_block(op[1], op[2], fence=self.token(op[3]))
+        if kind == "trim":
+            return await a.trim_finished_tasks(limit=op[1])
+        if kind == "events":
+            return [(e.kind, e.subject, e.status, e.token) async for e in a.events(after=op[1])]
         if kind == "mark":
             return await self.ex.mark_task_processed(op[1])
+        if kind == "orphan":
+            _, chain_id, above, keep, pick = op
+            if pick == "lease":
+                lease = self.leases.get(chain_id)
+                fence = None if lease is None else lease.token
+            else:
+                fence = None if pick is None else self.token(pick)
+            return await a.fail_orphaned_tasks(chain_id, above, keep=keep, fence=fence)
+        if kind == "runner":
+            return await a.try_runner_lease(op[1], op[2], ttl_s=op[3])
         raise AssertionError(kind)
 
     async def state(self) -> Any:
@@ -182,10 +242,14 @@ async def run_program(ops: list[tuple[Any, ...]], redis_url: str) -> None:
     ns = f"diff-{uuid.uuid4().hex[:12]}"
     fake_clock, redis_clock = ManualClock(), ManualClock()
     cfg = StorageConfig.from_dict(
-        {"namespace": ns, "redis": {"url": redis_url, "durability": "none"}, "tasks": {"max_attempts": 2}}
+        {
+            "namespace": ns,
+            "redis": {"url": redis_url, "durability": "none"},
+            "tasks": {"max_attempts": 2, "retention_s": 30},
+        }
     )
     fake = Side(
-        MemoryAggregatorStore(ns, clock=fake_clock, max_attempts=2),
+        MemoryAggregatorStore(ns, clock=fake_clock, max_attempts=2, retention_s=30),
         MemoryExecutorStore(ns, clock=fake_clock),
         fake_clock,
     )

@@ -1,4 +1,5 @@
-"""A Redis process crash (SIGKILL) under load loses no acknowledged write.
+"""A Redis process crash (SIGKILL) under load loses no acknowledged write, and a
+store opened while the restarted server still loads its AOF waits for it.
 
 The server runs from docker/redis.conf (appendonly yes, appendfsync always),
 overriding only bind, port and dir. A process kill cannot tell ``always`` from
@@ -18,12 +19,16 @@ from pathlib import Path
 
 import pytest
 import redis
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from ponos_redis import (
     StorageConfig,
     StoreUnavailableError,
     Task,
     TaskStatus,
+    open_aggregator_store,
 )
 from ponos_redis._redis_server import RedisServer
 from ponos_redis.backends.redis import RedisAggregatorStore, RedisExecutorStore
@@ -53,9 +58,7 @@ def config(url: str, namespace: str) -> StorageConfig:
                 "url": url,
                 "durability": "aof",
                 "strict": True,
-                "retry": {"attempts": 12, "max_backoff_ms": 400},
-                "socket_timeout_s": 1.0,
-                "connect_timeout_s": 0.2,
+                # everything else as a user gets it: the default retry budget rides through the restart
             },
         }
     )
@@ -121,6 +124,7 @@ async def test_sigkill_mid_stream_loses_no_acknowledged_write(
             f"{len(ledger.completed)} completions / {len(ledger.marked)} marks checked"
         )
         assert before_kill > 0, "no write was acknowledged before the kill"
+        assert ledger.unknown == 0, "the default retry budget rides through the restart"
         assert after > before_kill, "the stores did not carry on after the restart"
 
         store = stores[0]
@@ -139,6 +143,68 @@ async def test_sigkill_mid_stream_loses_no_acknowledged_write(
         for s in stores:
             await s.close()
         await executor.close()
+
+
+LOAD_TASKS = 100_000
+LOAD_RESTARTS = 4
+MAX_POLLS = 5000  # polls for "the server answers LOADING" after each restart, every 2 ms
+POLL_BOUND_S = 10.0
+
+
+async def _first_answer(port: int) -> str:
+    """Poll the restarting server until it answers: "loading" (LOADING) or "ready" (PONG)."""
+    client = aioredis.Redis(
+        port=port, socket_connect_timeout=0.1, socket_timeout=1.0, retry=Retry(NoBackoff(), 0)
+    )
+    deadline = time.monotonic() + POLL_BOUND_S
+    try:
+        for _ in range(MAX_POLLS):
+            try:
+                await client.ping()
+                return "ready"
+            except redis.BusyLoadingError:
+                return "loading"
+            except (redis.ConnectionError, redis.TimeoutError):
+                if time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.002)
+        pytest.fail(f"the restarted server did not answer within {POLL_BOUND_S} s")
+    finally:
+        await client.aclose()
+
+
+async def test_open_while_the_aof_is_loading(
+    server: RedisServer, redis_namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """LOAD_TASKS tasks in the AOF; after each SIGKILL and restart a store is opened (with the
+    config a plain URL gives: every default) as soon as the server answers LOADING. Each open
+    waits for the load, retrying LOADING, and sees every task."""
+    async with open_aggregator_store(server.url, namespace=redis_namespace) as store:
+        for start in range(0, LOAD_TASKS, 1000):
+            await store.save_tasks([task(i, 0) for i in range(start, start + 1000)])
+    results = []
+    for _ in range(LOAD_RESTARTS):
+        server.kill()
+        caplog.clear()
+        restarting = asyncio.create_task(asyncio.to_thread(server.start, 60.0))
+        try:
+            answer = await _first_answer(server.port)
+            t_open = time.monotonic()
+            async with open_aggregator_store(server.url, namespace=redis_namespace) as store:
+                opened_s = time.monotonic() - t_open
+                counts = await store.count_tasks()
+        finally:
+            await restarting
+        waited = sum("BusyLoadingError" in r.getMessage() for r in caplog.records)
+        results.append((answer, opened_s, waited))
+        assert counts[TaskStatus.PENDING] == LOAD_TASKS
+    print(
+        f"\naof load: {LOAD_TASKS} tasks; per restart (first answer, open took s, LOADING retries): "
+        + ", ".join(f"({a}, {s:.2f}, {w})" for a, s, w in results)
+    )
+    assert any(answer == "loading" and waited > 0 for answer, _, waited in results), (
+        "no open met the load: the test did not test it"
+    )
 
 
 def test_torn_aof_tail_is_truncated_on_load(server: RedisServer) -> None:

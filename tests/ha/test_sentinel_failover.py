@@ -2,18 +2,22 @@
 
 Two aggregator stores (``durability: replicated``, one replica acknowledgement)
 save, claim and complete tasks from several coroutines while the master gets
-SIGKILL. The callers handle nothing but the two unknown-outcome errors
-(DurabilityError, StoreUnavailableError), which are recorded and never counted
-as acknowledged. Afterwards every acknowledged save and completion is on the
+SIGKILL. The stores have the default retry policy, whose budget outlasts the
+failover: no call ends in StoreUnavailableError. The load records the
+unknown-outcome errors (DurabilityError, StoreUnavailableError) and never counts
+them as acknowledged. Afterwards every acknowledged save and completion is on the
 new master; work resumed within RESUME_BOUND_S; the old master, restarted on
 its folder, is never what the stores talk to and rejoins as a replica within
 REJOIN_BOUND_S. The new master starts with an empty script cache: the load
 going on proves the NOSCRIPT reload (its NOSCRIPT error count is checked).
+The same load also rides through a failover with the sentinels timed as the
+shipped docker/sentinel.conf has them (down-after-milliseconds 5000).
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Iterator
 
@@ -23,7 +27,7 @@ from _ha_support import Ledger, error_count, make_task, needs, produce, storage_
 
 from ponos_redis import TaskStatus, open_aggregator_store
 from ponos_redis._redis_server import RedisServer
-from ponos_redis._topology import SentinelTopology, command, role
+from ponos_redis._topology import SentinelTopology, command, docker_conf, role
 from ponos_redis.keys import Keys
 
 pytestmark = [
@@ -39,6 +43,8 @@ RESUME_BOUND_S = 15.0
 # up to one 10 s INFO period, before it reconfigures a master that came back).
 REJOIN_BOUND_S = 30.0
 HEALTHY_BOUND_S = 40.0
+# With the shipped timings (down-after-milliseconds 5000) writes resume within this bound.
+SHIPPED_RESUME_BOUND_S = 20.0
 
 
 @pytest.fixture(scope="module")
@@ -64,10 +70,7 @@ def replicated(topology: SentinelTopology, namespace: str) -> dict[str, object]:
         "durability": "replicated",
         "replicas": 1,
         "wait_timeout_ms": 1000,
-        "socket_timeout_s": 2.0,
-        "connect_timeout_s": 0.5,
-        # Enough to ride through a failover: ~36 jittered waits of up to 0.5 s (~9 s on average).
-        "retry": {"attempts": 40, "max_backoff_ms": 500},
+        # Everything else as a user gets it: the default retry budget rides through a failover.
     }
 
 
@@ -181,6 +184,58 @@ async def test_failover_under_load_loses_no_acknowledged_write(
         f"{len(ledger.completed)} completions; unknown outcomes: {len(ledger.unknown)} "
         f"{sorted(set(ledger.unknown))}"
     )
+    unavailable = [what for what, kind in ledger.unknown if kind == "StoreUnavailableError"]
+    assert unavailable == [], "the default retry budget rides through a failover"
+
+
+def _shipped_sentinel_timings() -> tuple[int, int]:
+    """down-after-milliseconds and failover-timeout as docker/sentinel.conf has them."""
+    text = docker_conf("sentinel.conf").read_text(encoding="utf-8")
+    down = re.search(r"^sentinel down-after-milliseconds \S+ (\d+)", text, re.MULTILINE)
+    failover = re.search(r"^sentinel failover-timeout \S+ (\d+)", text, re.MULTILINE)
+    assert down is not None, "docker/sentinel.conf sets down-after-milliseconds"
+    assert failover is not None, "docker/sentinel.conf sets failover-timeout"
+    return int(down[1]), int(failover[1])
+
+
+async def test_failover_with_the_shipped_sentinel_timings(redis_namespace: str) -> None:
+    """SIGKILL of the master under load, the sentinels timed as shipped: the default retry
+    budget still outlasts the failover (no StoreUnavailableError) and writes resume."""
+    down_after_ms, failover_timeout_ms = _shipped_sentinel_timings()
+    with SentinelTopology(
+        replicas=2, sentinels=3, down_after_ms=down_after_ms, failover_timeout_ms=failover_timeout_ms
+    ) as topo:
+        cfg = storage_config(redis_namespace, replicated(topo, redis_namespace))
+        ledger = Ledger()
+        stop = asyncio.Event()
+        old = topo.master()
+        async with open_aggregator_store(cfg) as a, open_aggregator_store(cfg) as b:
+            async with asyncio.timeout(90), asyncio.TaskGroup() as load:
+                for i, store in enumerate((a, b)):
+                    load.create_task(produce(store, f"p{i}", ledger, stop))
+                    load.create_task(work(store, f"worker-{i}", ledger, stop))
+                await wait_until("load under way", lambda: len(ledger.completed) >= 100, 20)
+                t_kill = time.monotonic()
+                await asyncio.to_thread(old.kill)
+                new = await asyncio.to_thread(topo.wait_for_failover, old, SHIPPED_RESUME_BOUND_S)
+                failover_s = time.monotonic() - t_kill
+                await wait_until(
+                    f"writes resuming within {SHIPPED_RESUME_BOUND_S} s of the kill",
+                    lambda: len(ledger.acks_started_after(t_kill)) >= 20,
+                    SHIPPED_RESUME_BOUND_S - (time.monotonic() - t_kill),
+                )
+                resume_s = min(end for _, end in ledger.acks_started_after(t_kill)) - t_kill
+                stop.set()
+            assert (await b.get_task(sorted(ledger.saved)[-1])).task.task_id
+    print(
+        f"\nsentinel failover, shipped timings (down-after {down_after_ms} ms, failover-timeout "
+        f"{failover_timeout_ms} ms): sentinels named port {new.port} after {failover_s:.2f} s; writes "
+        f"resumed after {resume_s:.2f} s (bound {SHIPPED_RESUME_BOUND_S} s); acknowledged: "
+        f"{len(ledger.saved)} saves, {len(ledger.completed)} completions; unknown outcomes: "
+        f"{len(ledger.unknown)} {sorted(set(ledger.unknown))}"
+    )
+    unavailable = [what for what, kind in ledger.unknown if kind == "StoreUnavailableError"]
+    assert unavailable == [], "the default retry budget rides through a failover"
 
 
 def _wait_rejoined(topo: SentinelTopology, old: RedisServer, t_restart: float) -> float:

@@ -4,10 +4,11 @@ CorruptRecordError naming its key; the other records stay readable."""
 from __future__ import annotations
 
 import contextlib
+import logging
 
 import pytest
 import redis.asyncio as aioredis
-from _redis_support import AVS, Stores, make_performer, make_task
+from _redis_support import AVS, Stores, all_events, make_performer, make_task
 
 from ponos_redis import (
     AvsConfig,
@@ -18,6 +19,7 @@ from ponos_redis import (
     PonosStorageError,
     TaskStatus,
 )
+from ponos_redis.backends.redis import RedisAggregatorStore
 
 pytestmark = [pytest.mark.redis_only, pytest.mark.timeout(30)]
 
@@ -71,13 +73,17 @@ async def test_several_corrupt_tasks_each_name_their_own_key(stores: Stores, raw
     assert (await store.get_task("t-3")).status is TaskStatus.PENDING
 
 
-async def test_corrupt_pending_task_in_a_listing_names_its_key(stores: Stores, raw: aioredis.Redis) -> None:
+async def test_a_listing_skips_a_corrupt_pending_task_and_names_its_key(
+    stores: Stores, raw: aioredis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
     store = await stores.aggregator()
-    await store.save_tasks([make_task("t-0"), make_task("t-1")])
+    await store.save_tasks([make_task("t-0"), make_task("t-1"), make_task("t-2")])
     await raw.hset(store.keys.task("t-1"), "block_number", "lots")
-    with pytest.raises(CorruptRecordError) as info:
-        await store.list_pending_tasks()
-    assert info.value.key == store.keys.task("t-1")
+    with caplog.at_level(logging.WARNING, logger="ponos_redis"):
+        listed = await store.list_pending_tasks()
+    assert [t.task_id for t in listed] == ["t-0", "t-2"]
+    assert store.keys.task("t-1") in caplog.text
+    assert "block_number" in caplog.text
 
 
 @pytest.mark.parametrize(
@@ -157,10 +163,9 @@ async def test_corrupt_chain_cursor_names_its_key(stores: Stores, raw: aioredis.
 
 # -- transitions that meet a corrupt task -------------------------------------------
 #
-# A task whose `attempts` was edited into something non-numeric is never taken out
-# of its index by claim.lua, reap.lua or fail.lua (retry): every guard runs before
-# the first write, so the task stays where it was for an operator to repair, and the
-# other tasks go on being claimed and reaped.
+# A claim or the reaper that meets a task it cannot read sets it aside: off every
+# status index, onto the set-aside index, with a task.set_aside event. Its hash is
+# left for an operator to repair, and the other tasks go on being claimed and reaped.
 
 
 async def _indexes_holding(raw: aioredis.Redis, store: object, task_id: str) -> list[TaskStatus]:
@@ -168,29 +173,73 @@ async def _indexes_holding(raw: aioredis.Redis, store: object, task_id: str) -> 
     return [s for s in TaskStatus if await raw.zscore(keys.tasks(s), task_id) is not None]
 
 
+async def _set_aside(raw: aioredis.Redis, store: RedisAggregatorStore) -> list[str]:
+    return [m.decode() for m in await raw.zrange(store.keys.set_aside, 0, -1)]
+
+
 async def _call(coro: object) -> None:
     with contextlib.suppress(PonosStorageError):  # refusing is fine; losing the task is not
         await coro  # type: ignore[misc]
 
 
-async def test_claim_never_orphans_a_corrupt_pending_task(stores: Stores, raw: aioredis.Redis) -> None:
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("attempts", "abc"), ("deadline", "tomorrow"), ("status", "bogus")],
+)
+async def test_claim_sets_aside_a_pending_task_it_cannot_read(
+    stores: Stores, raw: aioredis.Redis, field: str, value: str
+) -> None:
     store = await stores.aggregator()
     await store.save_tasks([make_task("t-bad"), make_task("t-good")])
-    await raw.hset(store.keys.task("t-bad"), "attempts", "abc")
+    await raw.hset(store.keys.task("t-bad"), field, value)
     claimed = await store.claim_tasks("replica-a", limit=2, lease_s=30)
     assert [c.task.task_id for c in claimed] == ["t-good"]
-    assert await _indexes_holding(raw, store, "t-bad") == [TaskStatus.PENDING]
+    assert await _indexes_holding(raw, store, "t-bad") == []
+    assert await _set_aside(raw, store) == ["t-bad"]
+    assert (await raw.hget(store.keys.task("t-bad"), field)) == value.encode()  # left for repair
+    assert [e.subject for e in await all_events(store) if e.kind == "task.set_aside"] == ["t-bad"]
 
 
-async def test_reap_never_orphans_a_corrupt_processing_task(stores: Stores, raw: aioredis.Redis) -> None:
+async def test_one_corrupt_task_never_poisons_its_batch_mates(stores: Stores, raw: aioredis.Redis) -> None:
+    """A field only Python can judge (chain_id) edited by hand: the nine healthy tasks
+    are claimed and returned with their tokens, the tenth is set aside, not claimed again."""
+    store = await stores.aggregator()
+    await store.save_tasks([make_task(f"t-{i}") for i in range(10)])
+    await raw.hset(store.keys.task("t-4"), "chain_id", "oops")
+    claimed = await store.claim_tasks("replica-a", limit=10, lease_s=30)
+    assert sorted(c.task.task_id for c in claimed) == sorted(f"t-{i}" for i in range(10) if i != 4)
+    for c in claimed:
+        await store.complete_task(c.task.task_id, c.token)  # every token is the current one
+    assert await _set_aside(raw, store) == ["t-4"]
+    assert await _indexes_holding(raw, store, "t-4") == []
+    assert await store.claim_tasks("replica-b", limit=10, lease_s=30) == []
+    assert await store.list_pending_tasks() == []
+    counts = await store.count_tasks()
+    assert counts[TaskStatus.COMPLETED] == 9
+    assert counts[TaskStatus.PROCESSING] == 0
+
+
+async def test_reap_sets_aside_a_processing_task_it_cannot_read(stores: Stores, raw: aioredis.Redis) -> None:
     clock = ManualClock()
     store = await stores.aggregator(clock=clock)
-    await store.save_task(make_task("t-bad"))
-    await store.claim_tasks("replica-a", limit=1, lease_s=30)
+    await store.save_tasks([make_task("t-bad"), make_task("t-good")])
+    await store.claim_tasks("replica-a", limit=2, lease_s=30)
     await raw.hset(store.keys.task("t-bad"), "attempts", "abc")
     clock.advance(60)
-    assert await store.reap_expired_leases() == 0
-    assert await _indexes_holding(raw, store, "t-bad") == [TaskStatus.PROCESSING]
+    assert await store.reap_expired_leases() == 1  # t-good
+    assert await _indexes_holding(raw, store, "t-bad") == []
+    assert await _set_aside(raw, store) == ["t-bad"]
+    assert (await store.get_task("t-good")).status is TaskStatus.PENDING
+
+
+async def test_delete_removes_a_set_aside_task(stores: Stores, raw: aioredis.Redis) -> None:
+    store = await stores.aggregator()
+    await store.save_task(make_task("t-bad"))
+    await raw.hset(store.keys.task("t-bad"), "attempts", "abc")
+    assert await store.claim_tasks("replica-a", limit=1, lease_s=30) == []
+    await store.delete_task("t-bad")
+    assert await _set_aside(raw, store) == []
+    assert await raw.exists(store.keys.task("t-bad")) == 0
 
 
 async def test_fail_with_retry_never_orphans_a_corrupt_task(stores: Stores, raw: aioredis.Redis) -> None:

@@ -101,6 +101,13 @@ def aggregator_steps(store: RedisAggregatorStore, state: dict[str, Any]) -> list
         )
         assert (await store.get_avs_config(AVS)).executor_operator_set_ids == [1]
 
+    async def fail_orphaned() -> None:
+        await store.save_task(make_task("t-4", block_number=200))
+        assert await store.fail_orphaned_tasks(1, 150) == ["t-4"]
+
+    async def runner_lease() -> None:
+        assert await store.try_runner_lease("reaper", "replica-a", ttl_s=30) is True
+
     return [
         ("save", lambda: store.save_tasks([make_task("t-1"), make_task("t-2")])),
         ("claim", claim),
@@ -120,6 +127,8 @@ def aggregator_steps(store: RedisAggregatorStore, state: dict[str, Any]) -> list
         ("delete_block", delete_block),
         ("lease_release", lambda: store.release_chain_lease(state["lease"])),
         ("put_hash", put_hash),
+        ("fail_orphaned", fail_orphaned),
+        ("runner_lease", runner_lease),
     ]
 
 
@@ -167,7 +176,15 @@ async def test_every_script_reloads_after_script_flush(stores: Stores, raw: aior
     executor = await stores.executor()
     state: dict[str, Any] = {}
     covered: set[str] = set()
-    for name, step in [*aggregator_steps(aggregator, state), *executor_steps(executor)]:
+
+    async def set_aside() -> None:
+        await aggregator.save_task(make_task("t-unreadable"))
+        await raw.hset(aggregator.keys.task("t-unreadable"), "chain_id", "oops")
+        assert await aggregator.claim_tasks("replica-a", limit=5, lease_s=30) == []
+        assert await raw.zscore(aggregator.keys.set_aside, "t-unreadable") is not None
+
+    opening: list[Step] = [("namespace_open", stores.aggregator), ("set_aside", set_aside)]
+    for name, step in [*aggregator_steps(aggregator, state), *executor_steps(executor), *opening]:
         await flush(raw)
         await step()
         assert await raw.script_exists(sha(name)) == [True], f"{name} did not run its own script"

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 from _redis_support import TIMEOUT_S, Stores, make_task
 
-from ponos_redis import NotFoundError, TaskStatus
+from ponos_redis import ManualClock, NotFoundError, TaskStatus
 from ponos_redis.backends.redis import RedisAggregatorStore
 
 pytestmark = [pytest.mark.redis_only, pytest.mark.timeout(30)]
@@ -112,3 +113,77 @@ async def test_trim_is_bounded_by_its_limit(stores: Stores, raw: aioredis.Redis)
     assert await store.trim_finished_tasks(limit=10) == 3
     assert await raw.zcard(store.keys.tasks(C)) == 0
     assert [await raw.exists(store.keys.task(f"t-{i}")) for i in range(5)] == [0] * 5
+
+
+async def _complete_many(store: RedisAggregatorStore, n: int) -> None:
+    """``n`` completed tasks, saved, claimed and completed a chunk at a time."""
+    for start in range(0, n, 1000):
+        chunk = [make_task(f"t-{i:05d}") for i in range(start, min(n, start + 1000))]
+        assert await store.save_tasks(chunk) == len(chunk)
+        claimed = await store.claim_tasks("replica-a", limit=len(chunk), lease_s=30)
+        assert len(claimed) == len(chunk)
+        for at in range(0, len(claimed), 32):
+            await asyncio.gather(
+                *(store.complete_task(c.task.task_id, c.token) for c in claimed[at : at + 32])
+            )
+
+
+def _count_trim_calls(store: RedisAggregatorStore, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The limit (ARGV[3]) of every trim script the store runs from now on."""
+    limits: list[int] = []
+    script = store._script
+
+    async def spy(name: str, keys: Any, args: Any, **options: Any) -> Any:
+        if name == "trim":
+            limits.append(int(args[2]))
+        return await script(name, keys, args, **options)
+
+    monkeypatch.setattr(store, "_script", spy)
+    return limits
+
+
+async def test_a_large_trim_runs_in_capped_script_calls(
+    stores: Stores, raw: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = ManualClock()
+    store = await stores.aggregator(tasks={"retention_s": 10}, clock=clock)
+    await _complete_many(store, 5000)
+    clock.advance(11)
+    limits = _count_trim_calls(store, monkeypatch)
+    assert await store.trim_finished_tasks(limit=4999) == 4999
+    assert len(limits) == 5
+    assert max(limits) <= 1000
+    assert sum(limits) == 4999
+    assert await raw.zcard(store.keys.tasks(C)) == 1
+    assert await raw.exists(store.keys.task("t-04999")) == 1  # the newest (ties go by id) is kept
+    assert await store.trim_finished_tasks(limit=5000) == 1
+    assert await store.trim_finished_tasks(limit=5000) == 0
+    assert await raw.zcard(store.keys.tasks(C)) == 0
+
+
+async def test_the_trim_script_caps_its_own_work(stores: Stores, raw: aioredis.Redis) -> None:
+    """Asked for more, one trim script still deletes at most 1000 tasks."""
+    clock = ManualClock()
+    store = await stores.aggregator(tasks={"retention_s": 10}, clock=clock)
+    await _complete_many(store, 1500)
+    clock.advance(11)
+    reply = await store._script(
+        "trim", [store.keys.tasks(C), store.keys.tasks(F)], [store._now(), 10_000, 5000, store.keys.prefix]
+    )
+    assert [int(x) for x in reply[1:]] == [1000, 1000]
+    assert await raw.zcard(store.keys.tasks(C)) == 500
+
+
+async def test_reap_trims_more_than_one_batch_per_call(
+    stores: Stores, raw: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = ManualClock()
+    store = await stores.aggregator(tasks={"retention_s": 10}, clock=clock)
+    await _complete_many(store, 2500)
+    clock.advance(11)
+    limits = _count_trim_calls(store, monkeypatch)
+    assert await store.reap_expired_leases() == 0
+    assert await raw.zcard(store.keys.tasks(C)) == 0
+    assert (await store.count_tasks())[C] == 0
+    assert max(limits) <= 1000
+    assert len(limits) == 3  # 1000 + 1000 + 500: the last came back short, so nothing was left

@@ -13,6 +13,8 @@ from ponos_redis import (
     ExecutorStore,
     MemoryAggregatorStore,
     MemoryExecutorStore,
+    RedisAggregatorStore,
+    RedisExecutorStore,
     StorageConfig,
     StoreEvent,
     Task,
@@ -21,7 +23,7 @@ from ponos_redis import (
     open_aggregator_store,
     open_executor_store,
 )
-from ponos_redis.backends.redis import RedisAggregatorStore, RedisExecutorStore
+from ponos_redis.backends import redis as redis_backend
 
 
 async def aggregator_types(task: Task) -> None:
@@ -38,6 +40,8 @@ async def aggregator_types(task: Task) -> None:
     assert_type(await store.acquire_chain_lease(1, "o", ttl_s=1.0), ChainLease | None)
     assert_type(await store.get_last_processed_block(1), int)
     assert_type(await store.reap_expired_leases(), int)
+    assert_type(await store.fail_orphaned_tasks(1, 5, keep={"t"}, fence=None), list[str])
+    assert_type(await store.try_runner_lease("reaper", "o", ttl_s=1.0), bool)
     assert_type(store.events(block_s=0.1), AsyncIterator[StoreEvent])
     async for event in store.events():
         assert_type(event, StoreEvent)
@@ -54,3 +58,8 @@ def backends_implement_the_interfaces() -> None:
     executors: list[type[ExecutorStore]] = [MemoryExecutorStore, RedisExecutorStore]
     assert aggregators
     assert executors
+
+
+def redis_stores_are_exported_from_the_package() -> None:
+    assert_type(RedisAggregatorStore, type[redis_backend.RedisAggregatorStore])
+    assert_type(RedisExecutorStore, type[redis_backend.RedisExecutorStore])

@@ -87,6 +87,8 @@ def test_defaults() -> None:
     assert cfg.redis is not None
     assert cfg.redis.durability == "aof"
     assert cfg.redis.strict is False
+    retry = cfg.redis.retry
+    assert (retry.attempts, retry.max_backoff_ms, retry.total_s) == (30, 2000, 15.0)
     assert StorageConfig.from_dict({}).type == "memory"
 
 
@@ -116,6 +118,13 @@ def _redis(**redis: Any) -> dict[str, Any]:
         ),
         pytest.param({**_redis(), "tasks": {"default_lease_s": 0}}, ["default_lease_s"], id="zero-lease"),
         pytest.param({**_redis(), "tasks": {"max_attempts": 0}}, ["max_attempts"], id="zero-attempts"),
+        pytest.param(_redis(retry={"total_s": 0}), ["redis.retry.total_s"], id="zero-retry-total"),
+        pytest.param(_redis(retry={"total_s": -1}), ["redis.retry.total_s"], id="negative-retry-total"),
+        pytest.param(
+            _redis(retry={"total_s": float("inf")}), ["redis.retry.total_s"], id="unbounded-retry-total"
+        ),
+        pytest.param(_redis(retry={"total_s": "15s"}), ["total_s"], id="retry-total-not-a-number"),
+        pytest.param(_redis(retry={"attempts": 0}), ["redis.retry.attempts"], id="zero-retry-attempts"),
         pytest.param({**_redis(), "events_maxlen": 0}, ["events_maxlen"], id="zero-maxlen"),
         pytest.param(
             _redis(sentinel={"hosts": ["127.0.0.1:26379"], "service": "ponos"}),

@@ -51,6 +51,7 @@ _SAMPLES: dict[str, list[Any]] = {
     "performer_id": TRICKY_IDS,
     "deployment_id": TRICKY_IDS,
     "claim_id": TRICKY_IDS,
+    "name": TRICKY_IDS,
     "status": list(TaskStatus),
     "avs_address": ADDRESSES,
     "chain_id": CHAIN_IDS,
@@ -123,7 +124,12 @@ def test_namespaces_never_share_keys() -> None:
 
 
 def _chain_keys(keys: Keys, chain_id: int) -> list[str]:
-    return [keys.chain(chain_id), keys.blocks(chain_id), keys.block_index(chain_id)]
+    return [
+        keys.chain(chain_id),
+        keys.blocks(chain_id),
+        keys.block_index(chain_id),
+        keys.chain_tasks(chain_id),
+    ]
 
 
 @pytest.mark.parametrize(("a", "b"), [(1, 17000), (1, 11155111), (17000, 11155111), (8453, 84532), (1, 10)])
@@ -131,8 +137,8 @@ def test_chain_keys_with_shared_digit_prefixes_are_exact(a: int, b: int) -> None
     """Lesson 11: chain 1 must never see chain 17000's cursor or blocks."""
     keys = Keys(NS)
     keys_a, keys_b = _chain_keys(keys, a), _chain_keys(keys, b)
-    assert len(set(keys_a + keys_b)) == 6
-    exact = re.compile(re.escape(keys.prefix) + r"chain:(\d+)(?::blocks|:block-index)?")
+    assert len(set(keys_a + keys_b)) == 8
+    exact = re.compile(re.escape(keys.prefix) + r"chain:(\d+)(?::blocks|:block-index|:tasks)?")
     for chain_id, own in ((a, keys_a), (b, keys_b)):
         for key in own:
             m = exact.fullmatch(key)
@@ -169,6 +175,8 @@ def test_docs_keys_md_lists_every_key_kind() -> None:
         "chain": ("<chain_id>",),
         "blocks": ("<chain_id>",),
         "block_index": ("<chain_id>",),
+        "chain_tasks": ("<chain_id>",),
+        "runner": ("<name>",),
         "operator_set_config": ("<avs_address>", "<operator_set_id>"),
         "avs_config": ("<avs_address>",),
         "performer": ("<performer_id>",),
