@@ -50,7 +50,31 @@ from .models import (
 if TYPE_CHECKING:
     from .backends.redis import RedisAggregatorStore, RedisExecutorStore
 
-__version__ = "0.1.0"
+
+def _version() -> str:
+    """The installed distribution's version (pyproject.toml is the one place it is written).
+
+    From a checkout that is not installed: the version its pyproject.toml gives; else ``0+unknown``.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ponos-redis")
+    except PackageNotFoundError:
+        pass
+    import tomllib
+    from pathlib import Path
+
+    try:
+        with (Path(__file__).resolve().parent.parent / "pyproject.toml").open("rb") as file:
+            project = tomllib.load(file).get("project", {})
+    except (OSError, tomllib.TOMLDecodeError):
+        project = {}
+    found = project.get("version") if project.get("name") == "ponos-redis" else None
+    return found if isinstance(found, str) else "0+unknown"
+
+
+__version__ = _version()
 
 _LAZY = {"RedisAggregatorStore", "RedisExecutorStore"}
 

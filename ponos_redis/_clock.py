@@ -12,6 +12,7 @@ Clock = Callable[[], datetime]
 
 
 def system_clock() -> datetime:
+    """The current time, timezone-aware UTC."""
     return datetime.now(UTC)
 
 
@@ -39,6 +40,7 @@ class ManualClock:
         return self._now
 
     def set(self, when: datetime) -> None:
+        """Set the clock to ``when`` (timezone-aware), forward or back."""
         if when.tzinfo is None:
             raise ValueError("ManualClock.set needs a timezone-aware datetime")
         self._now = when.astimezone(UTC)

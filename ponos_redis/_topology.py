@@ -43,6 +43,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from ._configs import docker_file
 from ._redis_server import HOST, ExtraConfig, RedisServer, RedisServerError, find_free_port
 
 __all__ = [
@@ -69,11 +70,8 @@ class TopologyError(RuntimeError):
 
 
 def docker_conf(name: str) -> Path:
-    """The shipped ``docker/<name>`` of this checkout (``redis.conf`` or ``sentinel.conf``)."""
-    path = Path(__file__).resolve().parent.parent / "docker" / name
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found (an installed wheel has no docker/): pass the file")
-    return path
+    """The shipped ``docker/<name>`` (``redis.conf`` or ``sentinel.conf``), from a checkout or installed."""
+    return docker_file(name)
 
 
 def command(port: int, *args: Any, timeout: float = _COMMAND_TIMEOUT) -> Any:

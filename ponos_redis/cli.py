@@ -111,6 +111,7 @@ namespace_option = click.option("--namespace", "-n", default=None, help="namespa
 
 
 @click.group(cls=_Group)
+@click.version_option(package_name="ponos-redis", prog_name="ponos-redis")
 @click.option("-v", "--verbose", is_flag=True, help="log warnings and retries")
 def main(verbose: bool) -> None:
     """Durable, shared state for Ponos aggregators and executors, on Redis."""

@@ -217,6 +217,12 @@ class RetrySettings(_Settings, frozen=True, kw_only=True, forbid_unknown_fields=
 
 
 class SentinelSettings(_Settings, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Redis behind Sentinel: the sentinels' addresses and the monitored master's name.
+
+    ``password_env`` names the variable holding the data nodes' password,
+    ``sentinel_password_env`` the sentinels' own (when they have one).
+    """
+
     hosts: list[str]
     service: str
     password_env: str | None = None
@@ -234,10 +240,13 @@ class SentinelSettings(_Settings, frozen=True, kw_only=True, forbid_unknown_fiel
         _env_name(self.sentinel_password_env, "redis.sentinel.sentinel_password_env")
 
     def addresses(self) -> list[tuple[str, int]]:
+        """The sentinels as ``(host, port)`` pairs."""
         return [_host_port(h, "redis.sentinel.hosts") for h in self.hosts]
 
 
 class ClusterSettings(_Settings, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A Redis Cluster: some of its nodes (the client discovers the rest)."""
+
     nodes: list[str]
     password_env: str | None = None
 
@@ -249,6 +258,7 @@ class ClusterSettings(_Settings, frozen=True, kw_only=True, forbid_unknown_field
         _env_name(self.password_env, "redis.cluster.password_env")
 
     def addresses(self) -> list[tuple[str, int]]:
+        """The startup nodes as ``(host, port)`` pairs."""
         return [_host_port(n, "redis.cluster.nodes") for n in self.nodes]
 
 
@@ -354,6 +364,8 @@ class RedisSettings(_Settings, frozen=True, kw_only=True, forbid_unknown_fields=
 
 
 class TaskSettings(_Settings, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The ``tasks:`` block: leases, attempts, retention and the payload bound."""
+
     default_lease_s: float = 30.0
     max_attempts: int = 5
     retention_s: float = 86400.0
@@ -382,7 +394,7 @@ def _yaml_problem(exc: Exception) -> str:
 
 
 class StorageConfig(_Settings, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """The ``storage:`` block; see the README for every field."""
+    """The ``storage:`` block; every field is described in ``docs/configuration.md``."""
 
     type: Literal["redis", "memory"] = "memory"
     namespace: str = "default"

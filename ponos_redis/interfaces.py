@@ -42,35 +42,233 @@ class AggregatorStore(Protocol):
     ) -> None: ...
 
     # chain cursor and block records
-    async def get_last_processed_block(self, chain_id: int) -> int: ...
+    async def get_last_processed_block(self, chain_id: int) -> int:
+        """The chain's cursor: the last block number processed.
+
+        Raises:
+            NotFoundError: the cursor of this chain was never set.
+        """
+        ...
+
     async def set_last_processed_block(
         self, chain_id: int, block_number: int, *, fence: int | None = None
-    ) -> None: ...
-    async def rewind_chain(self, chain_id: int, block_number: int, *, fence: int | None = None) -> None: ...
-    async def save_block(self, record: BlockRecord) -> None: ...
-    async def get_block(self, chain_id: int, number: int) -> BlockRecord: ...
-    async def delete_block(self, chain_id: int, number: int) -> None: ...
-    async def acquire_chain_lease(self, chain_id: int, owner: str, *, ttl_s: float) -> ChainLease | None: ...
-    async def renew_chain_lease(self, lease: ChainLease, *, ttl_s: float) -> ChainLease: ...
-    async def release_chain_lease(self, lease: ChainLease) -> None: ...
+    ) -> None:
+        """Move the chain's cursor forward to ``block_number``; the same value is a no-op.
+
+        With ``fence`` (the token of the chain lease) the cursor moves only while
+        that lease is live and still the current one.
+
+        Raises:
+            InvalidTransitionError: ``block_number`` is below the cursor (use ``rewind_chain``).
+            StaleLeaseError: ``fence`` is not the chain's live lease token (nothing is written).
+        """
+        ...
+
+    async def rewind_chain(self, chain_id: int, block_number: int, *, fence: int | None = None) -> None:
+        """Move the cursor back to ``block_number`` after a reorg and drop the block records above it.
+
+        Raises:
+            NotFoundError: the cursor of this chain was never set.
+            InvalidTransitionError: ``block_number`` is above the cursor.
+            StaleLeaseError: ``fence`` is not the chain's live lease token (nothing is written).
+        """
+        ...
+
+    async def save_block(self, record: BlockRecord) -> None:
+        """Save (or replace) a block record; a chain keeps its newest ``block_window`` block numbers."""
+        ...
+
+    async def get_block(self, chain_id: int, number: int) -> BlockRecord:
+        """The saved record of block ``number`` of a chain.
+
+        Raises:
+            NotFoundError: the chain has no record of that block.
+        """
+        ...
+
+    async def delete_block(self, chain_id: int, number: int) -> None:
+        """Delete the record of block ``number`` of a chain.
+
+        Raises:
+            NotFoundError: the chain has no record of that block.
+        """
+        ...
+
+    async def acquire_chain_lease(self, chain_id: int, owner: str, *, ttl_s: float) -> ChainLease | None:
+        """Take the chain's lease for ``ttl_s`` seconds: the holder alone moves the chain's cursor.
+
+        A free or expired lease goes to ``owner`` with a new fencing token (tokens only
+        grow); a live lease of the same ``owner`` is extended with its token kept.
+
+        Returns:
+            the lease, or None if another owner holds a live one.
+        """
+        ...
+
+    async def renew_chain_lease(self, lease: ChainLease, *, ttl_s: float) -> ChainLease:
+        """Extend a live lease by ``ttl_s`` seconds from now, keeping its token.
+
+        Returns:
+            the renewed lease.
+
+        Raises:
+            StaleLeaseError: the lease expired or another owner holds it now.
+        """
+        ...
+
+    async def release_chain_lease(self, lease: ChainLease) -> None:
+        """Give the lease up; a lease already gone is a no-op.
+
+        Raises:
+            StaleLeaseError: another owner holds it now.
+        """
+        ...
 
     # tasks
-    async def save_task(self, task: Task) -> bool: ...
-    async def save_tasks(self, tasks: Iterable[Task]) -> int: ...
-    async def get_task(self, task_id: str) -> TaskRecord: ...
+    async def save_task(self, task: Task) -> bool:
+        """Save a new pending task.
+
+        Returns:
+            True if it was created; False if the identical task was already there.
+
+        Raises:
+            AlreadyExistsError: a different task has the same id.
+            InvalidInputError: the task is invalid.
+        """
+        ...
+
+    async def save_tasks(self, tasks: Iterable[Task]) -> int:
+        """Save many pending tasks; identical tasks already there are skipped.
+
+        All or nothing up to 500 tasks (and about 8 MiB). A larger batch is first
+        checked whole for conflicts (nothing is written if one conflicts), then saved
+        in chunks of up to 500, each all or nothing; repeating a call that failed
+        midway is safe.
+
+        Returns:
+            how many tasks were created.
+
+        Raises:
+            AlreadyExistsError: a different task has the id of one of them.
+            InvalidInputError: one of them is invalid.
+        """
+        ...
+
+    async def get_task(self, task_id: str) -> TaskRecord:
+        """A task with its status, lease, token, attempts and times.
+
+        Raises:
+            NotFoundError: no task has this id.
+        """
+        ...
+
     async def list_pending_tasks(
         self, avs_address: str | None = None, *, limit: int | None = None
-    ) -> list[Task]: ...
-    async def count_tasks(self) -> dict[TaskStatus, int]: ...
-    async def update_task_status(self, task_id: str, status: TaskStatus) -> None: ...
-    async def delete_task(self, task_id: str) -> None: ...
-    async def claim_tasks(self, owner: str, *, limit: int, lease_s: float) -> list[ClaimedTask]: ...
-    async def renew_task_lease(self, task_id: str, token: int, *, lease_s: float) -> None: ...
-    async def complete_task(self, task_id: str, token: int) -> None: ...
-    async def fail_task(self, task_id: str, token: int, reason: str, *, retry: bool = False) -> None: ...
-    async def release_task(self, task_id: str, token: int) -> None: ...
-    async def reap_expired_leases(self) -> int: ...
-    async def trim_finished_tasks(self, *, limit: int = 1000) -> int: ...
+    ) -> list[Task]:
+        """Pending tasks, oldest first, optionally of one AVS and at most ``limit``."""
+        ...
+
+    async def count_tasks(self) -> dict[TaskStatus, int]:
+        """How many tasks are in each status (every status is present, with 0 when none)."""
+        ...
+
+    async def update_task_status(self, task_id: str, status: TaskStatus) -> None:
+        """The operator's override: move a task to ``status``.
+
+        The allowed moves are ``transitions.TASK_OVERRIDES``; the same status is a
+        no-op, and every change gives the task a new token.
+
+        Raises:
+            NotFoundError: no task has this id.
+            InvalidTransitionError: the table does not allow the move.
+        """
+        ...
+
+    async def delete_task(self, task_id: str) -> None:
+        """Delete a task, whatever its status.
+
+        Raises:
+            NotFoundError: no task has this id.
+        """
+        ...
+
+    async def claim_tasks(self, owner: str, *, limit: int, lease_s: float) -> list[ClaimedTask]:
+        """Claim up to ``limit`` pending tasks for ``owner``, oldest first, each leased for ``lease_s`` s.
+
+        Each claimed task gets a fresh fencing token, needed to renew, complete, fail
+        or release it. A task whose deadline has passed is failed ("deadline
+        exceeded") instead. On Redis a claim is made of scripts of at most 500
+        tasks: if a later one fails, the tasks the earlier ones claimed are still
+        returned.
+
+        Returns:
+            the claimed tasks with their tokens; empty when none is pending.
+        """
+        ...
+
+    async def renew_task_lease(self, task_id: str, token: int, *, lease_s: float) -> None:
+        """Extend the lease of a task you hold to ``lease_s`` seconds from now (even if expired, unreaped).
+
+        Raises:
+            NotFoundError: no task has this id.
+            StaleLeaseError: ``token`` is not the task's current one (reaped, released or claimed again).
+            InvalidTransitionError: the task is not processing.
+        """
+        ...
+
+    async def complete_task(self, task_id: str, token: int) -> None:
+        """Complete a task you hold; repeating it with the same token is a no-op.
+
+        Raises:
+            NotFoundError: no task has this id.
+            StaleLeaseError: ``token`` is not the task's current one (reaped, released or claimed again).
+            InvalidTransitionError: the task is not processing.
+        """
+        ...
+
+    async def fail_task(self, task_id: str, token: int, reason: str, *, retry: bool = False) -> None:
+        """Fail a task you hold, with ``reason`` as its ``last_error``.
+
+        With ``retry`` it goes back to pending (with a new token) while its attempts
+        are below ``max_attempts``, and to failed after that.
+
+        Raises:
+            NotFoundError: no task has this id.
+            StaleLeaseError: ``token`` is not the task's current one (reaped, released or claimed again).
+            InvalidTransitionError: the task is not processing.
+        """
+        ...
+
+    async def release_task(self, task_id: str, token: int) -> None:
+        """Give a task you hold back to pending at once; it gets a new token.
+
+        Raises:
+            NotFoundError: no task has this id.
+            StaleLeaseError: ``token`` is not the task's current one (reaped, released or claimed again).
+            InvalidTransitionError: the task is not processing.
+        """
+        ...
+
+    async def reap_expired_leases(self) -> int:
+        """Return expired leases to pending, or to failed after ``max_attempts``; then trim finished tasks.
+
+        Any replica may call it, concurrently too: each task is one atomic
+        compare-and-move. Completed and failed tasks past ``retention_s`` are then
+        trimmed, oldest first, until none is left or 100,000 were trimmed in this call.
+
+        Returns:
+            how many leases were reaped.
+        """
+        ...
+
+    async def trim_finished_tasks(self, *, limit: int = 1000) -> int:
+        """Delete up to ``limit`` completed or failed tasks older than ``retention_s``, oldest first.
+
+        Returns:
+            how many tasks were deleted.
+        """
+        ...
+
     async def fail_orphaned_tasks(
         self,
         chain_id: int,
@@ -133,17 +331,42 @@ class AggregatorStore(Protocol):
     # config cache
     async def save_operator_set_config(
         self, avs_address: str, operator_set_id: int, config: OperatorSetTaskConfig
-    ) -> None: ...
-    async def get_operator_set_config(
-        self, avs_address: str, operator_set_id: int
-    ) -> OperatorSetTaskConfig: ...
-    async def save_avs_config(self, avs_address: str, config: AvsConfig) -> None: ...
-    async def get_avs_config(self, avs_address: str) -> AvsConfig: ...
+    ) -> None:
+        """Save (or replace) the task config of an operator set of an AVS."""
+        ...
 
-    def events(
-        self, *, after: str | None = None, block_s: float | None = None
-    ) -> AsyncIterator[StoreEvent]: ...
-    async def close(self) -> None: ...
+    async def get_operator_set_config(self, avs_address: str, operator_set_id: int) -> OperatorSetTaskConfig:
+        """The task config of an operator set of an AVS.
+
+        Raises:
+            NotFoundError: none was saved for this operator set.
+        """
+        ...
+
+    async def save_avs_config(self, avs_address: str, config: AvsConfig) -> None:
+        """Save (or replace) an AVS's config."""
+        ...
+
+    async def get_avs_config(self, avs_address: str) -> AvsConfig:
+        """An AVS's config.
+
+        Raises:
+            NotFoundError: none was saved for this AVS.
+        """
+        ...
+
+    def events(self, *, after: str | None = None, block_s: float | None = None) -> AsyncIterator[StoreEvent]:
+        """The namespace's events in delivery order, after ``after`` (an event id) or from the oldest kept.
+
+        With ``block_s=None`` the iteration ends once every event present was
+        delivered; with ``block_s=x`` it waits up to x seconds for each next event.
+        The stream is capped at about ``events_maxlen`` events.
+        """
+        ...
+
+    async def close(self) -> None:
+        """Close the store; idempotent. Other calls afterwards raise ``StoreClosedError``."""
+        ...
 
 
 @runtime_checkable
@@ -160,20 +383,98 @@ class ExecutorStore(Protocol):
         tb: TracebackType | None,
     ) -> None: ...
 
-    async def save_performer_state(self, state: PerformerState) -> None: ...
-    async def get_performer_state(self, performer_id: str) -> PerformerState: ...
-    async def list_performer_states(self) -> list[PerformerState]: ...
-    async def delete_performer_state(self, performer_id: str) -> None: ...
-    async def save_inflight_task(self, task: InflightTask) -> None: ...
-    async def get_inflight_task(self, task_id: str) -> InflightTask: ...
-    async def list_inflight_tasks(self) -> list[InflightTask]: ...
-    async def delete_inflight_task(self, task_id: str) -> None: ...
-    async def save_deployment(self, deployment: Deployment) -> None: ...
-    async def get_deployment(self, deployment_id: str) -> Deployment: ...
+    async def save_performer_state(self, state: PerformerState) -> None:
+        """Save (or replace) a performer's state."""
+        ...
+
+    async def get_performer_state(self, performer_id: str) -> PerformerState:
+        """A performer's state.
+
+        Raises:
+            NotFoundError: no performer has this id.
+        """
+        ...
+
+    async def list_performer_states(self) -> list[PerformerState]:
+        """Every performer's state, by id."""
+        ...
+
+    async def delete_performer_state(self, performer_id: str) -> None:
+        """Delete a performer's state.
+
+        Raises:
+            NotFoundError: no performer has this id.
+        """
+        ...
+
+    async def save_inflight_task(self, task: InflightTask) -> None:
+        """Save (or replace) an inflight task."""
+        ...
+
+    async def get_inflight_task(self, task_id: str) -> InflightTask:
+        """An inflight task.
+
+        Raises:
+            NotFoundError: no inflight task has this id.
+        """
+        ...
+
+    async def list_inflight_tasks(self) -> list[InflightTask]:
+        """Every inflight task, by task id."""
+        ...
+
+    async def delete_inflight_task(self, task_id: str) -> None:
+        """Delete an inflight task.
+
+        Raises:
+            NotFoundError: no inflight task has this id.
+        """
+        ...
+
+    async def save_deployment(self, deployment: Deployment) -> None:
+        """Save (or replace) a deployment; its history gets an event with the saved status."""
+        ...
+
+    async def get_deployment(self, deployment_id: str) -> Deployment:
+        """A deployment.
+
+        Raises:
+            NotFoundError: no deployment has this id.
+        """
+        ...
+
     async def update_deployment_status(
         self, deployment_id: str, status: DeploymentStatus, *, error: str = ""
-    ) -> None: ...
-    async def list_deployment_history(self, deployment_id: str) -> list[DeploymentEvent]: ...
-    async def mark_task_processed(self, task_id: str) -> bool: ...
-    async def is_task_processed(self, task_id: str) -> bool: ...
-    async def close(self) -> None: ...
+    ) -> None:
+        """Move a deployment along pending -> deploying -> running | failed, with ``error`` as its reason.
+
+        The change is appended to the deployment's history.
+
+        Raises:
+            NotFoundError: no deployment has this id.
+            InvalidTransitionError: ``transitions.DEPLOYMENT_TRANSITIONS`` does not allow the move.
+        """
+        ...
+
+    async def list_deployment_history(self, deployment_id: str) -> list[DeploymentEvent]:
+        """Every status change of a deployment, oldest first (the newest ``history_maxlen`` are kept).
+
+        Raises:
+            NotFoundError: no deployment has this id.
+        """
+        ...
+
+    async def mark_task_processed(self, task_id: str) -> bool:
+        """Atomically mark a task processed: True the first time, False afterwards.
+
+        The marker expires ``processed_ttl_s`` after it was set.
+        """
+        ...
+
+    async def is_task_processed(self, task_id: str) -> bool:
+        """Whether a task is marked processed (and its marker has not expired)."""
+        ...
+
+    async def close(self) -> None:
+        """Close the store; idempotent. Other calls afterwards raise ``StoreClosedError``."""
+        ...

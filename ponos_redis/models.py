@@ -142,11 +142,18 @@ class ChainLease(_Record, frozen=True, kw_only=True):
 
 
 class Consensus(_Record, frozen=True, kw_only=True):
+    """How an operator set's results are aggregated: the consensus type and its threshold."""
+
     type: ConsensusType = ConsensusType.NONE
     threshold: int = 0
 
 
 class OperatorSetTaskConfig(_Record, frozen=True, kw_only=True):
+    """The task config of one operator set of an AVS (cached by the aggregator).
+
+    ``task_metadata`` is bounded by ``tasks.max_payload_bytes``.
+    """
+
     task_sla_s: float
     curve_type: CurveType
     task_metadata: bytes = b""
@@ -154,18 +161,24 @@ class OperatorSetTaskConfig(_Record, frozen=True, kw_only=True):
 
 
 class AvsConfig(_Record, frozen=True, kw_only=True):
+    """An AVS's config: its aggregator and executor operator sets and its curve."""
+
     aggregator_operator_set_id: int
     executor_operator_set_ids: list[int]
     curve_type: CurveType
 
 
 class EnvironmentVar(_Record, frozen=True, kw_only=True):
+    """One environment variable of a performer: a literal ``value`` or the name of a variable to read."""
+
     name: str
     value: str = ""
     value_from_env: str = ""
 
 
 class PerformerState(_Record, frozen=True, kw_only=True):
+    """The executor's record of one performer (an AVS's container): artifact, health, endpoint."""
+
     performer_id: str
     avs_address: str
     resource_id: str = ""
@@ -185,6 +198,8 @@ class PerformerState(_Record, frozen=True, kw_only=True):
 
 
 class InflightTask(_Record, frozen=True, kw_only=True):
+    """A task the executor received and has not finished, kept so a restart can find it."""
+
     task_id: str
     avs_address: str
     operator_address: str
@@ -195,6 +210,8 @@ class InflightTask(_Record, frozen=True, kw_only=True):
 
 
 class Deployment(_Record, frozen=True, kw_only=True):
+    """One deployment of a performer's artifact; ``status`` moves pending -> deploying -> running | failed."""
+
     deployment_id: str
     avs_address: str
     artifact_registry: str = ""
@@ -206,6 +223,8 @@ class Deployment(_Record, frozen=True, kw_only=True):
 
 
 class DeploymentEvent(_Record, frozen=True, kw_only=True):
+    """One status change in a deployment's history."""
+
     deployment_id: str
     status: DeploymentStatus
     at: datetime

@@ -1,25 +1,45 @@
-"""pytest plugin: Redis fixtures for ponos-redis and its users.
+"""pytest plugin: fixtures for testing code that uses ponos-redis.
 
 Loaded in every pytest run of an environment where ponos-redis is installed
-(a ``pytest11`` entry point), so importing it is cheap and nothing starts
-until a test asks for a fixture.
+(a ``pytest11`` entry point named ``ponos_redis``), so importing it is cheap,
+nothing starts until a test asks for a fixture, and every name it adds starts
+with ``ponos_`` (or ``--ponos-``) so it cannot collide with a project's own.
 
 Fixtures:
 
-``redis_url`` (session)
-    A Redis URL for tests. In order: ``PONOS_TEST_REDIS_URL`` if set; else a
-    ``redis`` container through testcontainers when a Docker daemon answers
-    within 2 s (image ``PONOS_TEST_REDIS_IMAGE``, default ``redis:7``); else a
-    private ``redis-server`` from PATH on 127.0.0.1 with a throwaway
-    directory. Tests using it are skipped when none of these exists. The
-    server or container is stopped at the end of the session. All tests of a
-    session share it: keep each test's keys apart with ``redis_namespace``.
+``ponos_aggregator_store``, ``ponos_executor_store`` (function, async)
+    Ready stores on one fresh namespace (``ponos_redis_namespace``), closed
+    after the test. On the ``memory`` backend they are the in-process fakes
+    driven by ``ponos_clock``; on ``redis`` they are Redis stores on
+    ``ponos_redis_url`` (``durability: none``, judged by the server's clock).
+    They need pytest-asyncio (``pip install "ponos-redis[testing]"``).
 
-``redis_namespace`` (function)
+``ponos_backend`` (function)
+    ``"memory"`` or ``"redis"``: the marker ``@pytest.mark.ponos_backend("redis")``
+    on the test (or its module or class), else ``--ponos-backend`` (default ``memory``).
+
+``ponos_clock`` (function)
+    A :class:`~ponos_redis.ManualClock` the memory stores read; move it with
+    ``advance(seconds)`` to expire leases, deadlines and de-dup markers.
+
+``ponos_redis_url`` (session)
+    A Redis URL. In order: ``PONOS_TEST_REDIS_URL`` if set; else a ``redis``
+    container through testcontainers when a Docker daemon answers within 2 s
+    (image ``PONOS_TEST_REDIS_IMAGE``, default ``redis:7``, started from the
+    shipped ``docker/redis.conf``); else a private ``redis-server`` from PATH on
+    127.0.0.1 with a throwaway directory. Tests using it are skipped, with the
+    reason, when none of these exists (``PONOS_TEST_REQUIRE_REDIS=1`` makes that
+    an error instead). The server or container is stopped at the end of the
+    session. All tests of a session share it: keep each test's keys apart
+    with ``ponos_redis_namespace``.
+
+``ponos_redis_namespace`` (function)
     A fresh namespace per test, matching ``[A-Za-z0-9_.-]{1,64}``.
 
-Options and markers: ``--soak`` runs the tests marked ``soak``, which are
-skipped otherwise; the markers ``soak`` and ``redis_only`` are registered.
+>>> @pytest.mark.ponos_backend("redis")  # doctest: +SKIP
+... async def test_claim(ponos_aggregator_store):
+...     await ponos_aggregator_store.save_task(make_task())
+...     assert await ponos_aggregator_store.claim_tasks("replica-1", limit=1)
 """
 
 from __future__ import annotations
@@ -30,45 +50,54 @@ import os
 import re
 import uuid
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
 
-__all__ = ["redis_namespace", "redis_url"]
+if TYPE_CHECKING:
+    from ._clock import ManualClock
+    from .config import StorageConfig
+    from .interfaces import AggregatorStore, ExecutorStore
+
+__all__ = [
+    "ponos_aggregator_store",
+    "ponos_backend",
+    "ponos_clock",
+    "ponos_executor_store",
+    "ponos_redis_namespace",
+    "ponos_redis_url",
+]
 
 URL_ENV = "PONOS_TEST_REDIS_URL"
 IMAGE_ENV = "PONOS_TEST_REDIS_IMAGE"
 REQUIRE_ENV = "PONOS_TEST_REQUIRE_REDIS"
 DEFAULT_IMAGE = "redis:7"
+BACKENDS = ("memory", "redis")
+MARKER = "ponos_backend"
+# Where the container reads the shipped redis.conf (as docker/compose.yaml mounts it).
+CONTAINER_CONF = "/usr/local/etc/redis/redis.conf"
 _DOCKER_PROBE_TIMEOUT = 2
 _DEFAULT_DOCKER_SOCKET = "/var/run/docker.sock"
 
-_MARKERS = {
-    "soak": "soak: long soak runs, skipped unless --soak is given",
-    "redis_only": "redis_only: needs a real Redis server",
-}
 _NOT_NAMESPACE_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("ponos-redis")
-    group.addoption("--soak", action="store_true", default=False, help="run the tests marked soak")
+    group.addoption(
+        "--ponos-backend",
+        choices=BACKENDS,
+        default="memory",
+        help="backend of the ponos_aggregator_store / ponos_executor_store fixtures (default: memory)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    declared = {line.split(":", 1)[0].split("(", 1)[0].strip() for line in config.getini("markers")}
-    for name, line in _MARKERS.items():
-        if name not in declared:
-            config.addinivalue_line("markers", line)
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if config.getoption("soak"):
-        return
-    skip_soak = pytest.mark.skip(reason="slow soak test: run with --soak")
-    for item in items:
-        if item.get_closest_marker("soak") is not None:
-            item.add_marker(skip_soak)
+    config.addinivalue_line(
+        "markers",
+        f"{MARKER}(name): run this test's ponos-redis store fixtures on 'memory' or 'redis'",
+    )
 
 
 def _docker_answers() -> bool:
@@ -100,8 +129,14 @@ def _ping_docker() -> bool:
     return True
 
 
-def _start_container() -> tuple[str, Callable[[], object]]:
-    """Start a Redis container; its URL and a function that stops it."""
+def _start_container(image: str | None = None) -> tuple[str, Callable[[], object]]:
+    """Start a Redis container from the shipped ``docker/redis.conf``; its URL and a function that stops it.
+
+    The only override is ``protected-mode no``: the published port's connections
+    come from the container network's gateway, not from loopback.
+    """
+    from ._configs import docker_file
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         try:
@@ -109,7 +144,11 @@ def _start_container() -> tuple[str, Callable[[], object]]:
         except ImportError:  # testcontainers before the community/ split
             from testcontainers.redis import RedisContainer
 
-        container = RedisContainer(os.environ.get(IMAGE_ENV) or DEFAULT_IMAGE)
+        container = (
+            RedisContainer(image or os.environ.get(IMAGE_ENV) or DEFAULT_IMAGE)
+            .with_volume_mapping(str(docker_file("redis.conf")), CONTAINER_CONF, "ro")
+            .with_command(f"redis-server {CONTAINER_CONF} --protected-mode no")
+        )
         container.start()
         try:
             host = container.get_container_host_ip()
@@ -121,7 +160,7 @@ def _start_container() -> tuple[str, Callable[[], object]]:
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
+def ponos_redis_url() -> Iterator[str]:
     """A Redis URL shared by the session: env URL, else a container, else a private redis-server."""
     env_url = os.environ.get(URL_ENV)
     if env_url:
@@ -161,7 +200,104 @@ def redis_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def redis_namespace(request: pytest.FixtureRequest) -> str:
+def ponos_redis_namespace(request: pytest.FixtureRequest) -> str:
     """A fresh namespace for this test: ``t-<test name>-<random hex>``, at most 64 characters."""
     slug = _NOT_NAMESPACE_CHARS.sub("_", request.node.name)[:40]
     return f"t-{slug}-{uuid.uuid4().hex[:16]}"
+
+
+@pytest.fixture
+def ponos_backend(request: pytest.FixtureRequest) -> str:
+    """``memory`` or ``redis``: the test's ``ponos_backend`` marker, else ``--ponos-backend``."""
+    marker = request.node.get_closest_marker(MARKER)
+    if marker is None:
+        return str(request.config.getoption("ponos_backend"))
+    name = marker.args[0] if marker.args else marker.kwargs.get("name")
+    if name not in BACKENDS:
+        pytest.fail(f"@pytest.mark.{MARKER} takes one of {', '.join(BACKENDS)}, got {name!r}", pytrace=False)
+    return str(name)
+
+
+@pytest.fixture
+def ponos_clock() -> ManualClock:
+    """A manual clock, read by the memory stores of the store fixtures."""
+    from ._clock import ManualClock
+
+    return ManualClock()
+
+
+def _redis_config(url: str, namespace: str) -> StorageConfig:
+    from .config import StorageConfig
+
+    return StorageConfig.from_dict(
+        {"type": "redis", "namespace": namespace, "redis": {"url": url, "durability": "none"}}
+    )
+
+
+def _async_fixture(function: Callable[..., AsyncIterator[Any]]) -> Any:
+    """``pytest_asyncio.fixture``, or without pytest-asyncio a fixture that says what to install."""
+    try:
+        import pytest_asyncio
+    except ImportError:
+        name = function.__name__
+
+        def missing() -> NoReturn:
+            pytest.fail(
+                f"the fixture {name} needs pytest-asyncio: pip install 'ponos-redis[testing]'", pytrace=False
+            )
+
+        missing.__doc__ = function.__doc__
+        return pytest.fixture(name=name)(missing)
+    return pytest_asyncio.fixture(function)
+
+
+def _forget(backend: str, namespace: str) -> None:
+    """Drop a memory namespace's state once its test is over (a Redis namespace is left as it is)."""
+    if backend == "memory":
+        from .backends.memory import reset_memory_namespaces
+
+        reset_memory_namespaces(namespace)
+
+
+@_async_fixture
+async def ponos_aggregator_store(
+    ponos_backend: str, ponos_redis_namespace: str, ponos_clock: ManualClock, request: pytest.FixtureRequest
+) -> AsyncIterator[AggregatorStore]:
+    """An open aggregator store on ``ponos_backend``, in ``ponos_redis_namespace``; closed after the test."""
+    store: AggregatorStore
+    if ponos_backend == "redis":
+        from .backends.redis import RedisAggregatorStore
+
+        url: str = request.getfixturevalue("ponos_redis_url")
+        store = await RedisAggregatorStore.open(_redis_config(url, ponos_redis_namespace))
+    else:
+        from .backends.memory import MemoryAggregatorStore
+
+        store = MemoryAggregatorStore(ponos_redis_namespace, clock=ponos_clock)
+    try:
+        yield store
+    finally:
+        await store.close()
+        _forget(ponos_backend, ponos_redis_namespace)
+
+
+@_async_fixture
+async def ponos_executor_store(
+    ponos_backend: str, ponos_redis_namespace: str, ponos_clock: ManualClock, request: pytest.FixtureRequest
+) -> AsyncIterator[ExecutorStore]:
+    """An open executor store on ``ponos_backend``, in ``ponos_redis_namespace``; closed after the test."""
+    store: ExecutorStore
+    if ponos_backend == "redis":
+        from .backends.redis import RedisExecutorStore
+
+        url: str = request.getfixturevalue("ponos_redis_url")
+        store = await RedisExecutorStore.open(_redis_config(url, ponos_redis_namespace))
+    else:
+        from .backends.memory import MemoryExecutorStore
+
+        store = MemoryExecutorStore(ponos_redis_namespace, clock=ponos_clock)
+    try:
+        yield store
+    finally:
+        await store.close()
+        _forget(ponos_backend, ponos_redis_namespace)

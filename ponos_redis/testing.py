@@ -6,8 +6,9 @@
   ``make_deployment``: valid records with every field overridable.
 - :func:`reset_memory_namespaces`: forget the fake's shared state.
 
-The pytest plugin (installed with the package) adds the ``redis_url`` and
-``redis_namespace`` fixtures.
+The pytest plugin (installed with the package, see :mod:`ponos_redis.pytest_plugin`)
+adds ready store fixtures (``ponos_aggregator_store``, ``ponos_executor_store``),
+``ponos_clock``, ``ponos_redis_url`` and ``ponos_redis_namespace``.
 """
 
 from __future__ import annotations
@@ -62,12 +63,14 @@ def make_tasks(n: int, prefix: str = "task", **fields: Any) -> list[Task]:
 
 
 def make_performer(performer_id: str = "perf-1", **fields: Any) -> PerformerState:
+    """A valid performer state; any field can be overridden."""
     values: dict[str, Any] = {"performer_id": performer_id, "avs_address": AVS, "created_at": START}
     values.update(fields)
     return PerformerState(**values)
 
 
 def make_inflight(task_id: str = "inflight-1", **fields: Any) -> InflightTask:
+    """A valid inflight task; any field can be overridden."""
     values: dict[str, Any] = {
         "task_id": task_id,
         "avs_address": AVS,
@@ -79,6 +82,7 @@ def make_inflight(task_id: str = "inflight-1", **fields: Any) -> InflightTask:
 
 
 def make_deployment(deployment_id: str = "dep-1", **fields: Any) -> Deployment:
+    """A valid deployment; any field can be overridden."""
     values: dict[str, Any] = {
         "deployment_id": deployment_id,
         "avs_address": AVS,

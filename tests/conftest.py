@@ -5,6 +5,12 @@ The contract suite runs every test once per backend. A test asks for
 keywords) or for the ready-made ``aggregator`` / ``executor``; all stores of
 one test share one fresh namespace and one ``ManualClock``, like replicas
 sharing one Redis.
+
+This project's own options and fixtures live here, not in the installed
+pytest plugin (which only adds ``ponos_``-prefixed names to users' runs):
+``--soak`` runs the tests marked ``soak`` (the markers are declared in
+pyproject.toml), and ``redis_url`` / ``redis_namespace`` are this suite's
+names for the plugin's ``ponos_redis_url`` / ``ponos_redis_namespace``.
 """
 
 from __future__ import annotations
@@ -28,6 +34,31 @@ AggregatorFactory = Callable[..., Awaitable[AggregatorStore]]
 ExecutorFactory = Callable[..., Awaitable[ExecutorStore]]
 
 _counter = itertools.count()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--soak", action="store_true", default=False, help="run the tests marked soak")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("soak"):
+        return
+    skip_soak = pytest.mark.skip(reason="slow soak test: run with --soak")
+    for item in items:
+        if item.get_closest_marker("soak") is not None:
+            item.add_marker(skip_soak)
+
+
+@pytest.fixture(scope="session")
+def redis_url(ponos_redis_url: str) -> str:
+    """The session's Redis: the plugin's ``ponos_redis_url``."""
+    return ponos_redis_url
+
+
+@pytest.fixture
+def redis_namespace(ponos_redis_namespace: str) -> str:
+    """A fresh namespace per test: the plugin's ``ponos_redis_namespace``."""
+    return ponos_redis_namespace
 
 
 @pytest.fixture

@@ -186,11 +186,13 @@ class _MemoryStore(StoreLifecycle):
 class MemoryAggregatorStore(_MemoryStore):
     """The aggregator store, in process. See :class:`ponos_redis.AggregatorStore`.
 
+    The other keywords (``default_lease_s``, ``max_attempts``, ``retention_s``,
+    ``max_payload_bytes``, ``events_maxlen``, ``block_window``, ``history_maxlen``,
+    ``processed_ttl_s``, ``create_namespace``) are as in the ``storage:`` config.
+
     Args:
         namespace: stores with the same namespace in one process share state.
         clock: returns the current aware UTC datetime; default the system clock.
-        default_lease_s, max_attempts, retention_s, max_payload_bytes,
-        events_maxlen, block_window: as in the ``storage:`` config.
     """
 
     def __init__(

@@ -183,7 +183,12 @@ class _RedisStore(StoreLifecycle):
             client: an existing client to use (the store then does not close it).
 
         Raises:
-            InvalidInputError, DurabilityError, SchemaVersionError, StoreUnavailableError.
+            InvalidInputError: the config is invalid (before any I/O).
+            DurabilityError: ``strict`` durability was asked for and the server cannot keep it.
+            SchemaVersionError: the namespace was written by a newer schema.
+            NamespaceLostError: the namespace does not exist and ``create_namespace`` is false.
+            StoreConfigurationError: the server refused the connection (password, replica, database).
+            StoreUnavailableError: Redis could not be reached within the retry policy.
         """
         cfg = StorageConfig.coerce(config, namespace)
         if cfg.redis is None:
@@ -372,7 +377,12 @@ class _RedisStore(StoreLifecycle):
         epoch, raw, created = check(reply, f"namespace {self.namespace!r}")
         self._epoch = as_text(epoch)
         if int(created):
-            log.info("namespace %r did not exist: created it (epoch %s)", self.namespace, self._epoch)
+            log.info(
+                "namespace %r did not exist: created it (epoch %s)",
+                self.namespace,
+                self._epoch,
+                extra={"event": "namespace_created", "namespace": self.namespace, "epoch": self._epoch},
+            )
         try:
             version = int(raw)
         except (TypeError, ValueError):
@@ -454,7 +464,15 @@ class _RedisStore(StoreLifecycle):
         text = f"{where} cannot keep durability {self._redis.durability!r}: " + "; ".join(problems)
         if self._redis.strict:
             raise DurabilityError(text)
-        log.warning("%s", text)
+        log.warning(
+            "%s",
+            text,
+            extra={
+                "event": "durability_warning",
+                "namespace": self.namespace,
+                "durability": self._redis.durability,
+            },
+        )
 
 
 class RedisAggregatorStore(_RedisStore):
@@ -675,6 +693,7 @@ class RedisAggregatorStore(_RedisStore):
                 "list_pending_tasks skipped %d record(s) that cannot be read: %s",
                 len(unreadable),
                 "; ".join(unreadable),
+                extra={"event": "records_unreadable", "namespace": self.namespace, "count": len(unreadable)},
             )
         return result
 
@@ -805,7 +824,12 @@ class RedisAggregatorStore(_RedisStore):
         a lease nobody renews, so the reaper returns it to pending in time.
         """
         task_id = key[len(self.keys.prefix) + len("task:") :]
-        log.warning("claim_tasks: set aside task record %s: %s", key, problem.reason)
+        log.warning(
+            "claim_tasks: set aside task record %s: %s",
+            key,
+            problem.reason,
+            extra={"event": "record_set_aside", "namespace": self.namespace, "task_id": task_id},
+        )
         try:
             reply = await self._script(
                 "set_aside",

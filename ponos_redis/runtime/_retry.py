@@ -86,8 +86,8 @@ async def repeat_on_unavailable(
 
     Raises:
         StoreUnavailableError: the last attempt's, once ``policy.attempts`` are spent;
-            the outcome of the call is still unknown.
-        Any other exception of ``call()``, at once.
+            the outcome of the call is still unknown. Any other exception of
+            ``call()`` is raised at once.
     """
     policy = policy or RetryPolicy()
     log = logger or _log
@@ -98,7 +98,13 @@ async def repeat_on_unavailable(
         except StoreUnavailableError as exc:
             repetition += 1
             if repetition >= policy.attempts:
-                log.error("%s: store unavailable after %d attempts; giving up: %s", what, repetition, exc)
+                log.error(
+                    "%s: store unavailable after %d attempts; giving up: %s",
+                    what,
+                    repetition,
+                    exc,
+                    extra={"event": "store_unavailable", "operation": what, "attempts": repetition},
+                )
                 raise
             delay = policy.backoff(repetition)
             log.warning(

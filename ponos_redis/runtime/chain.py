@@ -271,7 +271,8 @@ class FakeChain:
         genesis_time: unix time of block 0.
         clock: unix seconds now (``time.time``); when given, the step follows it.
         step: the starting step when there is no clock.
-        operator_set_id, callback_address: copied into every task.
+        operator_set_id: copied into every task.
+        callback_address: copied into every task.
         deadline_s: when set, each task's deadline is its block's timestamp plus this.
         payload_bytes: size of each task's (random) payload.
     """
@@ -336,6 +337,7 @@ class FakeChain:
 
     @property
     def chain_id(self) -> int:
+        """The chain's id."""
         return self._model.chain_id
 
     @property
@@ -368,9 +370,11 @@ class FakeChain:
     # -- ChainSource ----------------------------------------------------------------
 
     async def head(self) -> int:
+        """The number of the latest block (the current step)."""
         return self.step
 
     async def block(self, number: int) -> ChainBlock | None:
+        """Block ``number`` of the canonical chain now, or None above the head."""
         return self._model.block(number, self.step)
 
     # -- pure queries (any step) ------------------------------------------------------

@@ -86,8 +86,9 @@ class ExecutorRuntime:
         on_event: called with a :class:`RuntimeEvent` for ``"executed"``,
             ``"deduplicated"``, ``"reexecuted"``, ``"failed"``, ``"deployed"`` and
             ``"deploy_failed"`` (subject: the task id or AVS; detail: the deployment id).
-        artifact_registry, artifact_digest: recorded for the (fake) performers
-            that ``deploy_performers`` deploys.
+        artifact_registry: recorded for the (fake) performers that
+            ``deploy_performers`` deploys.
+        artifact_digest: recorded for them too.
 
     Attributes (counters):
         executed: performer runs that returned (re-executions included).

@@ -109,6 +109,9 @@ class ChainPoller(Service):
         stored with other content (kept as stored), repeated store calls and
         passes that ended in an error.
         lease: the chain lease while held, else None.
+        head, cursor: the chain head seen by the last pass and the cursor as this
+            poller last read or moved it (None before the first pass); their
+            difference is the lag that metrics report while the lease is held.
     """
 
     component = "poller"
@@ -148,6 +151,8 @@ class ChainPoller(Service):
         self.max_keep_blocks = max_keep_blocks
         self.retry = retry or RetryPolicy()
         self.lease: ChainLease | None = None
+        self.head: int | None = None
+        self.cursor: int | None = None
         self._lease_deadline = 0.0
         self._renew_at = 0.0
         self.blocks = 0
@@ -232,9 +237,10 @@ class ChainPoller(Service):
                 "get_last_processed_block", lambda: self.store.get_last_processed_block(self.chain_id)
             )
             has_cursor = True
+            self.cursor = cursor
         except NotFoundError:
             cursor, has_cursor = self.start_block - 1, False
-        head = await self.chain.head()
+        head = self.head = await self.chain.head()
         target = min(head - self.confirmations, cursor + self.max_blocks_per_poll)
         number = cursor + 1
         processed = 0
@@ -271,6 +277,7 @@ class ChainPoller(Service):
             lambda: self.store.set_last_processed_block(self.chain_id, block.number, fence=token),
         )
         self.blocks += 1
+        self.cursor = block.number
         self._emit("block", str(self.chain_id), f"block {block.number}, {len(block.tasks)} task(s)")
 
     async def _save_tasks(self, block: ChainBlock) -> int:
@@ -322,6 +329,7 @@ class ChainPoller(Service):
                 self.max_reorg_depth,
                 number,
                 fork,
+                extra={"event": "reorg_too_deep", "chain_id": self.chain_id, "fork": fork},
             )
         fork = max(fork, 0)
         keep = await self._new_branch_task_ids(fork)
@@ -334,12 +342,14 @@ class ChainPoller(Service):
         await self._fenced("rewind_chain", lambda: self.store.rewind_chain(self.chain_id, fork, fence=token))
         self.reorgs += 1
         self.orphaned_failed += len(failed)
+        self.cursor = fork
         _log.info(
             "chain %d: reorg below block %d, fork at %d; %d orphaned task(s) failed",
             self.chain_id,
             number,
             fork,
             len(failed),
+            extra={"event": "reorg", "chain_id": self.chain_id, "fork": fork, "orphaned": len(failed)},
         )
         self._emit("reorg", str(self.chain_id), f"fork {fork}, {len(failed)} orphaned")
         for task_id in failed:
@@ -381,7 +391,18 @@ class ChainPoller(Service):
             if lease is None:
                 return False
             self.leases_acquired += 1
-            _log.info("poller %s: chain %d lease acquired (token %d)", self.owner, self.chain_id, lease.token)
+            _log.info(
+                "poller %s: chain %d lease acquired (token %d)",
+                self.owner,
+                self.chain_id,
+                lease.token,
+                extra={
+                    "event": "chain_lease_acquired",
+                    "owner": self.owner,
+                    "chain_id": self.chain_id,
+                    "token": lease.token,
+                },
+            )
             self._emit("lease_acquired", str(self.chain_id), f"token {lease.token}")
         else:
             held = self.lease
@@ -414,7 +435,11 @@ class ChainPoller(Service):
         if self.lease is not None:
             self.leases_lost += 1
             _log.warning(
-                "poller %s: chain %d lease lost (%s); writing stops", self.owner, self.chain_id, reason
+                "poller %s: chain %d lease lost (%s); writing stops",
+                self.owner,
+                self.chain_id,
+                reason,
+                extra={"event": "chain_lease_lost", "owner": self.owner, "chain_id": self.chain_id},
             )
             self._emit("lease_lost", str(self.chain_id), reason)
         self.lease = None

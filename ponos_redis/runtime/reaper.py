@@ -124,7 +124,12 @@ class Reaper(Service):
         self.runs += 1
         self.reaped += reaped
         if reaped:
-            _log.info("reaper %s: %d expired lease(s) returned", self.owner, reaped)
+            _log.info(
+                "reaper %s: %d expired lease(s) returned",
+                self.owner,
+                reaped,
+                extra={"event": "lease_reaped", "owner": self.owner, "count": reaped},
+            )
         self._emit("reaped", detail=str(reaped))
         return True
 

@@ -186,7 +186,11 @@ class TaskWorker(Service):
                     # back to pending through the reaper once its lease expires.
                     if isinstance(exc, DurabilityError):
                         self.errors += 1
-                        _log.error("claim_tasks: %s", exc)
+                        _log.error(
+                            "claim_tasks: %s",
+                            exc,
+                            extra={"event": "durability_shortfall", "operation": "claim_tasks"},
+                        )
                     await self._sleep_or_wake(self._jittered(self.poll_interval_s))
                     continue
                 for claimed in batch:
@@ -246,7 +250,12 @@ class TaskWorker(Service):
             if slot.lost is not None:
                 self.stale += 1
                 self._emit("stale", task_id, slot.lost)
-                _log.warning("task %s: lease lost (%s); handler cancelled", task_id, slot.lost)
+                _log.warning(
+                    "task %s: lease lost (%s); handler cancelled",
+                    task_id,
+                    slot.lost,
+                    extra={"event": "task_lease_lost", "task_id": task_id, "owner": self.owner},
+                )
                 return
             # Shutdown (or the handler cancelled itself): give the task back now.
             if await self._transition("release_task", slot, lambda: self.store.release_task(task_id, token)):
@@ -277,7 +286,13 @@ class TaskWorker(Service):
         except StaleLeaseError as exc:
             self.stale += 1
             self._emit("stale", task_id, str(exc))
-            _log.warning("task %s: %s refused, the lease is no longer ours: %s", task_id, what, exc)
+            _log.warning(
+                "task %s: %s refused, the lease is no longer ours: %s",
+                task_id,
+                what,
+                exc,
+                extra={"event": "stale_refused", "operation": what, "task_id": task_id, "owner": self.owner},
+            )
         except StoreUnavailableError:
             self.abandoned += 1
             self._emit("abandoned", task_id, what)
@@ -285,6 +300,7 @@ class TaskWorker(Service):
                 "task %s: %s outcome unknown; the lease expires and the reaper returns the task",
                 task_id,
                 what,
+                extra={"event": "task_abandoned", "operation": what, "task_id": task_id, "owner": self.owner},
             )
         except FATAL_ERRORS as exc:
             self._set_fatal(exc)
