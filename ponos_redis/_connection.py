@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -51,10 +50,20 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 
+from ._redact import redact
 from .config import RedisSettings, RetrySettings
 from .errors import InvalidInputError, PonosStorageError, StoreConfigurationError, StoreUnavailableError
 
-__all__ = ["RedisClient", "can_rediscover", "configuration_problem", "connect", "redact", "retrying"]
+__all__ = [
+    "RETRY_OBSERVERS",
+    "RedisClient",
+    "RetryObserver",
+    "can_rediscover",
+    "configuration_problem",
+    "connect",
+    "redact",
+    "retrying",
+]
 
 log = logging.getLogger("ponos_redis")
 
@@ -160,25 +169,6 @@ def is_transient(exc: BaseException, *, rediscovers: bool = True) -> bool:
     return isinstance(exc, rexc.ResponseError) and str(exc).startswith(_RETRIED_REPLIES)
 
 
-def redact(text: str) -> str:
-    """Remove passwords from the Redis URLs in ``text`` (user info and a ``password=`` query).
-
-    The password of the user info runs to the last ``@`` of the URL, so a
-    password holding an unencoded ``@``, ``/``, ``?`` or ``#`` is hidden
-    whole (at worst more than the password is hidden, never less).
-
-    Args:
-        text: a URL, or a message that may quote one.
-    """
-    text = _QUERY_PASSWORD_RE.sub(r"\1***", text)
-    return _USERINFO_PASSWORD_RE.sub(r"\1***@", text)
-
-
-_QUERY_PASSWORD_RE = re.compile(r"([?&]password=)[^&#\s]*")
-# Greedy up to the last "@" before whitespace: the user info ends at the last "@".
-_USERINFO_PASSWORD_RE = re.compile(r"(\w[\w+.-]*://[^:/@\s]*:)\S*@")
-
-
 def _budgeted_wait(policy: RetrySettings) -> Callable[[tenacity.RetryCallState], float]:
     """Jittered exponential waits from 50 ms up to ``max_backoff_ms``, never past ``total_s``.
 
@@ -195,6 +185,24 @@ def _budgeted_wait(policy: RetrySettings) -> Callable[[tenacity.RetryCallState],
     return wait
 
 
+# Observers of the retry policy, called as ``observer(outcome, operation, error_type)``:
+# ``"retried"`` (a transient error; another attempt follows), ``"gave_up"`` (the budget is
+# spent: StoreUnavailableError) and ``"ridden_through"`` (a call succeeded after transient
+# errors; ``error_type`` is the last one's). Empty unless something registers one
+# (``ponos_redis.metrics`` does when asked), so nothing is paid for it otherwise; an
+# observer that raises is logged and never fails the call.
+RetryObserver = Callable[[str, str, str], None]
+RETRY_OBSERVERS: list[RetryObserver] = []
+
+
+def _notify(outcome: str, what: str, error: str) -> None:
+    for observer in RETRY_OBSERVERS:
+        try:
+            observer(outcome, what, error)
+        except Exception:
+            log.exception("retry observer %r failed", observer)
+
+
 async def retrying(
     policy: RetrySettings, call: Callable[[], Awaitable[T]], what: str, *, rediscovers: bool = True
 ) -> T:
@@ -203,7 +211,9 @@ async def retrying(
     Transient errors are retried until ``policy.total_s`` seconds have passed since
     the first attempt or ``policy.attempts`` attempts were made, whichever comes
     first; then :class:`StoreUnavailableError`. An error no retry can fix raises
-    :class:`StoreConfigurationError` after the one attempt.
+    :class:`StoreConfigurationError` after the one attempt. Each retry is logged
+    (a warning), and so is a call that succeeded after transient errors (one
+    ``redis_ridden_through`` line); :data:`RETRY_OBSERVERS` hear of both.
 
     Args:
         rediscovers: whether the client finds a new master by itself
@@ -211,27 +221,39 @@ async def retrying(
     """
     started = time.monotonic()
     attempts = 0
-    retryer = tenacity.AsyncRetrying(
-        stop=tenacity.stop_after_delay(policy.total_s) | tenacity.stop_after_attempt(policy.attempts),
-        wait=_budgeted_wait(policy),
-        retry=tenacity.retry_if_exception(lambda exc: is_transient(exc, rediscovers=rediscovers)),
-        reraise=True,
-        before_sleep=lambda state: log.warning(
+    last_error = ""
+
+    def before_sleep(state: tenacity.RetryCallState) -> None:
+        nonlocal last_error
+        last_error = type(state.outcome.exception()).__name__ if state.outcome else "?"
+        log.warning(
             "%s: transient Redis error (%s), attempt %d of at most %d, %.1f s of %g s; next in %.2f s",
             what,
-            type(state.outcome.exception()).__name__ if state.outcome else "?",
+            last_error,
             state.attempt_number,
             policy.attempts,
             state.seconds_since_start or 0.0,
             policy.total_s,
             state.upcoming_sleep,
-        ),
+            extra={"event": "redis_retry", "operation": what, "error_type": last_error},
+        )
+        _notify("retried", what, last_error)
+
+    retryer = tenacity.AsyncRetrying(
+        stop=tenacity.stop_after_delay(policy.total_s) | tenacity.stop_after_attempt(policy.attempts),
+        wait=_budgeted_wait(policy),
+        retry=tenacity.retry_if_exception(lambda exc: is_transient(exc, rediscovers=rediscovers)),
+        reraise=True,
+        before_sleep=before_sleep,
     )
     try:
         async for attempt in retryer:
             with attempt:
                 attempts += 1
-                return await call()
+                result = await call()
+                if attempts > 1:
+                    _ridden_through(what, attempts, time.monotonic() - started, last_error)
+                return result
         raise AssertionError("unreachable: tenacity reraises the last error")
     except PonosStorageError:
         raise
@@ -241,6 +263,7 @@ async def retrying(
             raise StoreConfigurationError(f"{what}: {problem}; no retry can fix this") from None
         if is_transient(exc, rediscovers=rediscovers):
             elapsed = time.monotonic() - started
+            _notify("gave_up", what, type(exc).__name__)
             raise StoreUnavailableError(
                 f"{what}: Redis unavailable for {elapsed:.1f} s, {attempts} attempt(s) "
                 f"(retry budget: {policy.total_s:g} s or {policy.attempts} attempts; last error "
@@ -248,6 +271,25 @@ async def retrying(
                 f"is safe to repeat"
             ) from None
         raise PonosStorageError(f"{what}: Redis error: {redact(str(exc))}") from None
+
+
+def _ridden_through(what: str, attempts: int, elapsed: float, last_error: str) -> None:
+    """A call succeeded after transient errors (a failover, a restart, an AOF loading)."""
+    log.warning(
+        "%s: succeeded after %d attempts in %.1f s (last transient error %s): ridden through",
+        what,
+        attempts,
+        elapsed,
+        last_error,
+        extra={
+            "event": "redis_ridden_through",
+            "operation": what,
+            "attempts": attempts,
+            "seconds": round(elapsed, 3),
+            "error_type": last_error,
+        },
+    )
+    _notify("ridden_through", what, last_error)
 
 
 def _common_kwargs(settings: RedisSettings) -> dict[str, Any]:
