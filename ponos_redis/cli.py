@@ -176,7 +176,13 @@ def demo(redis_url: str | None, use_memory: bool) -> None:
 @click.option("--chains", type=int, default=2, show_default=True, help="fake chains per namespace")
 @click.option("--seed", type=int, default=None, help="repeat a run (default: random, shown at the end)")
 @click.option("--redis-url", default=None, help="run against this Redis (no Redis faults then)")
-@click.option("--topology", type=click.Choice(["single", "sentinel", "cluster"]), default="single")
+@click.option(
+    "--topology",
+    type=click.Choice(["single", "sentinel", "cluster"]),
+    default="single",
+    show_default=True,
+    help="one server; a master, 2 replicas and 3 sentinels; or a 3-master cluster",
+)
 @click.option("--memory", "use_memory", is_flag=True, help="run on the in-process fake")
 @click.option("--kill-replica/--no-kill-replica", default=True, show_default=True)
 @click.option("--kill-executor/--no-kill-executor", default=False, show_default=True)

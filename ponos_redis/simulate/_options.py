@@ -1,0 +1,91 @@
+"""What a simulation run is asked to do."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+from dataclasses import dataclass
+from typing import Literal
+
+from ..errors import InvalidInputError
+
+__all__ = ["SimulationOptions", "Topology"]
+
+Topology = Literal["single", "sentinel", "cluster"]
+
+MAX_REPLICAS = 16
+MAX_EXECUTORS = 16
+MAX_CHAINS = 8
+MAX_NAMESPACES = 8
+MAX_DURATION_S = 3600.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class SimulationOptions:
+    """The knobs of a run; the defaults are what ``ponos-redis simulate`` runs.
+
+    ``duration_s`` is how long the chain produces blocks; the run then drains
+    (every task final, every cursor at the head, at most ``drain_timeout_s``)
+    and judges. ``seed`` fixes the chain (blocks, task events, reorgs) and the
+    fault schedule; None picks one, which the report shows so the run can be
+    repeated. ``namespaces`` is how many aggregator namespaces share the Redis
+    (None: 1, or 3 on a cluster so they spread over its shards); each has its
+    own chains.
+    """
+
+    duration_s: float = 20.0
+    replicas: int = 3
+    executors: int = 2
+    chains: int = 2
+    seed: int | None = None
+    redis_url: str | None = None
+    topology: Topology = "single"
+    memory: bool = False
+    kill_replica: bool = True
+    kill_executor: bool = False
+    restart_redis: bool = True
+    failover: bool = False
+    namespaces: int | None = None
+    block_time_s: float = 0.25
+    task_lease_s: float = 3.0
+    drain_timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        def bounded(name: str, value: float, low: float, high: float) -> None:
+            if isinstance(value, bool) or not (math.isfinite(value) and low <= value <= high):
+                raise InvalidInputError(f"{name} must be from {low:g} to {high:g}, got {value!r}")
+
+        bounded("duration", self.duration_s, 1.0, MAX_DURATION_S)
+        bounded("replicas", self.replicas, 1, MAX_REPLICAS)
+        bounded("executors", self.executors, 1, MAX_EXECUTORS)
+        bounded("chains", self.chains, 1, MAX_CHAINS)
+        bounded("block time", self.block_time_s, 0.05, 10.0)
+        bounded("task lease", self.task_lease_s, 0.5, 300.0)
+        bounded("drain timeout", self.drain_timeout_s, 1.0, 600.0)
+        if self.namespaces is not None:
+            bounded("namespaces", self.namespaces, 1, MAX_NAMESPACES)
+        if self.seed is not None:
+            bounded("seed", self.seed, 0, 2**63 - 1)
+        if self.topology not in ("single", "sentinel", "cluster"):
+            raise InvalidInputError(f"topology must be single, sentinel or cluster, got {self.topology!r}")
+        if self.memory and (self.redis_url or self.topology != "single"):
+            raise InvalidInputError(
+                "--memory runs on the in-process fake: it takes no --redis-url or --topology"
+            )
+        if self.redis_url and self.topology != "single":
+            raise InvalidInputError("--topology starts its own servers: it takes no --redis-url")
+        if self.failover and self.topology != "sentinel":
+            raise InvalidInputError("--failover needs --topology sentinel")
+
+    def with_seed(self) -> SimulationOptions:
+        """These options with a seed: the given one, or a fresh random one."""
+        if self.seed is not None:
+            return self
+        return dataclasses.replace(self, seed=random.SystemRandom().randrange(1, 10**9))
+
+    @property
+    def namespace_count(self) -> int:
+        if self.namespaces is not None:
+            return self.namespaces
+        return 3 if self.topology == "cluster" else 1
