@@ -38,7 +38,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ..errors import DurabilityError, PonosStorageError, StaleLeaseError, StoreUnavailableError
 from ..interfaces import AggregatorStore
@@ -57,6 +57,22 @@ _log = logging.getLogger("ponos_redis.runtime.worker")
 # Longest fail_task reason the store accepts (MAX_TEXT_CHARS).
 _MAX_REASON = 4096
 
+# How often a cancellation is repeated until the task ends (see _cancel_until_done).
+_RECANCEL_S = 0.05
+
+
+async def _cancel_until_done(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` and wait for it to end, cancelling again while it runs.
+
+    One ``cancel()`` is not always enough: on Python 3.11, ``asyncio.wait_for``
+    (which redis-py wraps around every command) drops a cancellation that arrives
+    in the same loop turn as its inner call completing (fixed in Python 3.12), so
+    the task would run on as if never cancelled.
+    """
+    while not task.done():
+        task.cancel()
+        await asyncio.wait([task], timeout=_RECANCEL_S)
+
 
 @dataclass(eq=False)
 class _Slot:
@@ -65,6 +81,7 @@ class _Slot:
     handler: asyncio.Task[None] | None = None
     runner: asyncio.Task[None] | None = None
     lost: str | None = None  # why the lease was given up, when it was
+    finished: bool = False  # the handler ended: the renewer must stop
     renewals: int = 0
 
 
@@ -231,11 +248,15 @@ class TaskWorker(Service):
         renewer = asyncio.create_task(self._renew_until_done(slot), name="ponos-renewer")
         try:
             try:
-                await asyncio.wait([handler])
+                await asyncio.wait([handler, renewer], return_when=asyncio.FIRST_COMPLETED)
+                if not handler.done():
+                    # The renewer ended: the lease is lost. No further side effect.
+                    await _cancel_until_done(handler)
             finally:
-                renewer.cancel()
-                handler.cancel()  # a no-op unless this slot itself was cancelled
-                await asyncio.wait([renewer])
+                slot.finished = True
+                await _cancel_until_done(renewer)
+                if not handler.done():  # this slot itself was cancelled
+                    await _cancel_until_done(handler)
             await self._finish(slot, handler)
         finally:
             self._slots.discard(slot)
@@ -318,6 +339,8 @@ class TaskWorker(Service):
         repetition = 0
         while True:
             await asyncio.sleep(max(0.0, min(next_at, slot.deadline) - loop.time()))
+            if slot.finished:  # the handler ended while this slept
+                return
             sent = loop.time()
             remaining = slot.deadline - sent
             if remaining <= 0:
@@ -377,9 +400,9 @@ class TaskWorker(Service):
     async def _shutdown(self) -> None:
         """Stop claiming, cancel every handler, wait for the slots to release their tasks."""
         self.request_stop()
-        for slot in list(self._slots):
-            if slot.handler is not None:
-                slot.handler.cancel()
+        handlers = [slot.handler for slot in list(self._slots) if slot.handler is not None]
+        if handlers:
+            await asyncio.gather(*(_cancel_until_done(h) for h in handlers))
         runners = [slot.runner for slot in list(self._slots) if slot.runner is not None]
         if runners:
             await asyncio.gather(*runners, return_exceptions=True)

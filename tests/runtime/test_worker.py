@@ -356,3 +356,40 @@ def test_invalid_settings_are_refused() -> None:
 
 async def _true(value: bool) -> bool:
     return value
+
+
+def test_a_swallowed_cancellation_is_repeated_until_the_handler_stops(namespace: str) -> None:
+    """On Python 3.11 ``asyncio.wait_for`` (inside every redis-py command) can drop a
+    cancellation that lands as its call completes. A handler that lost one that way
+    must still stop before its side effect once the lease is gone, and at shutdown."""
+
+    async def main(clock: ManualClock) -> None:
+        store = store_for(namespace, clock)
+        await store.save_tasks([make_task("contested"), make_task("held")])
+        side_effects: list[str] = []
+        swallowed: list[str] = []
+
+        async def handler(claimed: ClaimedTask) -> None:
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                swallowed.append(claimed.task.task_id)  # the cancellation is lost, as wait_for may
+            await asyncio.sleep(10)
+            side_effects.append(claimed.task.task_id)
+
+        worker = TaskWorker(store, "w1", handler, concurrency=2, lease_s=3, renew_every_s=1)
+        run = asyncio.create_task(worker.run())
+        await wait_until(lambda: _true(worker.running == 2))
+        await store.update_task_status("contested", TaskStatus.PENDING)  # the lease is taken away
+        [other] = await store.claim_tasks("w2", limit=1, lease_s=60)
+        await wait_until(lambda: _true(worker.stale == 1))
+        await worker.stop()  # "held" is cancelled at shutdown, and swallows it too
+        await run
+        assert sorted(swallowed) == ["contested", "held"]
+        assert side_effects == []
+        assert worker.running == 0
+        assert worker.released == 1
+        assert (await store.get_task("held")).status is TaskStatus.PENDING
+        assert (await store.get_task("contested")).token == other.token
+
+    run_virtual(main)
