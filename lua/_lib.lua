@@ -1,5 +1,6 @@
 --[[ _lib: helpers the loader places after the first line of every script.
-  Not a transition of its own: it defines local functions only and touches no key. ]]
+  Not a transition of its own: it defines local functions only and touches no key.
+  The loader puts `local SCHEMA_VERSION = '<n>'` (keys.SCHEMA_VERSION) before it. ]]
 
 -- Milliseconds of the server's clock, unless a test passed an explicit 'now'.
 local function now_ms(override)
@@ -50,10 +51,15 @@ end
 -- The namespace guard of every writing script. The store passes the meta hash as
 -- the last KEYS slot and the epoch it opened as the last ARGV slot; a namespace that
 -- vanished (data lost, FLUSHDB) or was re-created has another epoch or none.
+-- SCHEMA_VERSION is the layout this script was written for (the loader defines it
+-- before these helpers): a namespace migrated to another layout refuses the write, so
+-- a replica of an older version still running after `ponos-redis migrate` stops
+-- instead of writing the old layout.
 -- Returns an error reply, or nil when the namespace is the one the store opened.
 local function namespace_lost(meta_key, epoch)
-  local current = redis.call('HGET', meta_key, 'epoch')
-  if current ~= epoch then return {'LOST', current or ''} end
+  local cur = redis.call('HMGET', meta_key, 'epoch', 'schema_version')
+  if cur[2] and cur[2] ~= SCHEMA_VERSION then return {'SCHEMA', cur[2], SCHEMA_VERSION, meta_key} end
+  if cur[1] ~= epoch then return {'LOST', cur[1] or ''} end
   return nil
 end
 

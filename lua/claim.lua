@@ -29,7 +29,7 @@
   something was claimed) remembers what a claim id got; a retried call with the
   same id gets the same tasks back (those it still holds) instead of claiming more.
   Returns {'OK', lease_until, more, {token, attempt, {task hash fields and values}}, ...}
-    (more: 1 when the look-at bound stopped it before the limit) | {'LOST', epoch} ]]
+    (more: 1 when the look-at bound stopped it before the limit) | {'LOST', epoch} | {'SCHEMA', found, expected, meta} ]]
 local pending_key, processing_key, failed_key, fence_key, events_key, claim_key, set_aside_key =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local lost = namespace_lost(KEYS[#KEYS], ARGV[#ARGV])

@@ -11,7 +11,7 @@
   ARGV[4] task id
   KEYS[#KEYS] meta hash      ponos:{ns}:meta (the namespace guard)
   ARGV[#ARGV] the namespace's epoch, as the store opened it
-  Returns {'OK'} | {'OK', 'REPLAY'} | {'NOTFOUND'} | {'STALE', current} | {'TRANSITION', status} | {'LOST', epoch} ]]
+  Returns {'OK'} | {'OK', 'REPLAY'} | {'NOTFOUND'} | {'STALE', current} | {'TRANSITION', status} | {'LOST', epoch} | {'SCHEMA', found, expected, meta} ]]
 local lost = namespace_lost(KEYS[#KEYS], ARGV[#ARGV])
 if lost then return lost end
 local task_key, processing_key, completed_key, events_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]

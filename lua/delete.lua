@@ -15,7 +15,7 @@
   ARGV[4] key prefix         ponos:{ns}:
   KEYS[#KEYS] meta hash      ponos:{ns}:meta (the namespace guard)
   ARGV[#ARGV] the namespace's epoch, as the store opened it
-  Returns {'OK'} | {'NOTFOUND'} | {'LOST', epoch} ]]
+  Returns {'OK'} | {'NOTFOUND'} | {'LOST', epoch} | {'SCHEMA', found, expected, meta} ]]
 local lost = namespace_lost(KEYS[#KEYS], ARGV[#ARGV])
 if lost then return lost end
 local task_key, events_key = KEYS[1], KEYS[6]

@@ -5,7 +5,7 @@
   ARGV[1] id
   KEYS[#KEYS] meta hash      ponos:{ns}:meta (the namespace guard)
   ARGV[#ARGV] the namespace's epoch, as the store opened it
-  Returns {'OK'} | {'NOTFOUND'} | {'LOST', epoch} ]]
+  Returns {'OK'} | {'NOTFOUND'} | {'LOST', epoch} | {'SCHEMA', found, expected, meta} ]]
 local lost = namespace_lost(KEYS[#KEYS], ARGV[#ARGV])
 if lost then return lost end
 redis.call('ZREM', KEYS[2], ARGV[1])

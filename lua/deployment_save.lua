@@ -9,7 +9,7 @@
   ARGV[4..] field, value, field, value ... (includes status and error)
   KEYS[#KEYS] meta hash      ponos:{ns}:meta (the namespace guard)
   ARGV[#ARGV] the namespace's epoch, as the store opened it
-  Returns {'OK'} | {'LOST', epoch} ]]
+  Returns {'OK'} | {'LOST', epoch} | {'SCHEMA', found, expected, meta} ]]
 local lost = namespace_lost(KEYS[#KEYS], ARGV[#ARGV])
 if lost then return lost end
 local deployment_key, history_key, index_key = KEYS[1], KEYS[2], KEYS[3]

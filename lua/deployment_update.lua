@@ -10,7 +10,7 @@
   ARGV[4] history maxlen
   KEYS[#KEYS] meta hash      ponos:{ns}:meta (the namespace guard)
   ARGV[#ARGV] the namespace's epoch, as the store opened it
-  Returns {'OK'} | {'OK', 'NOOP'} | {'NOTFOUND'} | {'TRANSITION', status} | {'LOST', epoch} ]]
+  Returns {'OK'} | {'OK', 'NOOP'} | {'NOTFOUND'} | {'TRANSITION', status} | {'LOST', epoch} | {'SCHEMA', found, expected, meta} ]]
 local lost = namespace_lost(KEYS[#KEYS], ARGV[#ARGV])
 if lost then return lost end
 local deployment_key, history_key = KEYS[1], KEYS[2]

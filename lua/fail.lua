@@ -20,7 +20,7 @@
   KEYS[#KEYS] meta hash      ponos:{ns}:meta (the namespace guard)
   ARGV[#ARGV] the namespace's epoch, as the store opened it
   Returns {'OK', status} | {'OK', 'REPLAY'} | {'NOTFOUND'} | {'STALE', current} | {'TRANSITION', status}
-    | {'CORRUPT', field} | {'LOST', epoch} ]]
+    | {'CORRUPT', field} | {'LOST', epoch} | {'SCHEMA', found, expected, meta} ]]
 local lost = namespace_lost(KEYS[#KEYS], ARGV[#ARGV])
 if lost then return lost end
 local task_key, processing_key, failed_key, pending_key, fence_key, events_key =

@@ -36,7 +36,7 @@
   call retried after a lost reply reports the tasks its first attempt failed.
   Returns {'OK', looked_at, removed, failed id, ...}: looked_at < 1000 means the range
     is exhausted; removed counts index entries whose task was gone (dropped here)
-    | {'STALE', current} | {'TOOMANY', k} | {'LOST', epoch} ]]
+    | {'STALE', current} | {'TOOMANY', k} | {'LOST', epoch} | {'SCHEMA', found, expected, meta} ]]
 local lost = namespace_lost(KEYS[#KEYS], ARGV[#ARGV])
 if lost then return lost end
 local index_key, chain_key, pending_key, processing_key, failed_key, fence_key, events_key, set_aside_key =

@@ -9,7 +9,7 @@
   ARGV[3] ttl (ms)
   KEYS[#KEYS] meta hash      ponos:{ns}:meta (the namespace guard)
   ARGV[#ARGV] the namespace's epoch, as the store opened it
-  Returns {'OK', token, expires_at} | {'HELD', owner} | {'LOST', epoch} ]]
+  Returns {'OK', token, expires_at} | {'HELD', owner} | {'LOST', epoch} | {'SCHEMA', found, expected, meta} ]]
 local lost = namespace_lost(KEYS[#KEYS], ARGV[#ARGV])
 if lost then return lost end
 local chain_key, fence_key = KEYS[1], KEYS[2]

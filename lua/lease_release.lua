@@ -6,7 +6,7 @@
   ARGV[1] token
   KEYS[#KEYS] meta hash      ponos:{ns}:meta (the namespace guard)
   ARGV[#ARGV] the namespace's epoch, as the store opened it
-  Returns {'OK'} | {'STALE', current} | {'LOST', epoch} ]]
+  Returns {'OK'} | {'STALE', current} | {'LOST', epoch} | {'SCHEMA', found, expected, meta} ]]
 local lost = namespace_lost(KEYS[#KEYS], ARGV[#ARGV])
 if lost then return lost end
 local cur = redis.call('HGET', KEYS[1], 'lease_token')

@@ -7,7 +7,7 @@
   ARGV[4] ttl (ms)
   KEYS[#KEYS] meta hash      ponos:{ns}:meta (the namespace guard)
   ARGV[#ARGV] the namespace's epoch, as the store opened it
-  Returns {'OK', expires_at} | {'STALE', current} | {'LOST', epoch} ]]
+  Returns {'OK', expires_at} | {'STALE', current} | {'LOST', epoch} | {'SCHEMA', found, expected, meta} ]]
 local lost = namespace_lost(KEYS[#KEYS], ARGV[#ARGV])
 if lost then return lost end
 local chain_key = KEYS[1]

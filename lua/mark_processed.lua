@@ -8,7 +8,7 @@
   ARGV[3] mark id (unique per call, the same on its retries)
   KEYS[#KEYS] meta hash      ponos:{ns}:meta (the namespace guard)
   ARGV[#ARGV] the namespace's epoch, as the store opened it
-  Returns 1 marked by this call | 0 already marked | {'LOST', epoch} ]]
+  Returns 1 marked by this call | 0 already marked | {'LOST', epoch} | {'SCHEMA', found, expected, meta} ]]
 local lost = namespace_lost(KEYS[#KEYS], ARGV[#ARGV])
 if lost then return lost end
 local now = now_ms(ARGV[1])

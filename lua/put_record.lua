@@ -7,7 +7,7 @@
   ARGV[2..] field, value, field, value ...
   KEYS[#KEYS] meta hash      ponos:{ns}:meta (the namespace guard)
   ARGV[#ARGV] the namespace's epoch, as the store opened it
-  Returns {'OK'} | {'LOST', epoch} ]]
+  Returns {'OK'} | {'LOST', epoch} | {'SCHEMA', found, expected, meta} ]]
 local lost = namespace_lost(KEYS[#KEYS], ARGV[#ARGV])
 if lost then return lost end
 redis.call('DEL', KEYS[1])

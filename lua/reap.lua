@@ -21,7 +21,7 @@
   Bounded work: at most 1000 index entries are looked at per call. A task whose
   hash cannot be read is set aside (off the processing index, onto the set-aside
   index, a task.set_aside event).
-  Returns {'OK', reaped, more}: more is 1 when a bound stopped it | {'LOST', epoch} ]]
+  Returns {'OK', reaped, more}: more is 1 when a bound stopped it | {'LOST', epoch} | {'SCHEMA', found, expected, meta} ]]
 local processing_key, pending_key, failed_key, fence_key, events_key, set_aside_key =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local lost = namespace_lost(KEYS[#KEYS], ARGV[#ARGV])

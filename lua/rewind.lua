@@ -12,7 +12,7 @@
   ARGV[5] chain id
   KEYS[#KEYS] meta hash      ponos:{ns}:meta (the namespace guard)
   ARGV[#ARGV] the namespace's epoch, as the store opened it
-  Returns {'OK'} | {'NOTFOUND'} | {'STALE', current} | {'TRANSITION', cursor} | {'LOST', epoch} ]]
+  Returns {'OK'} | {'NOTFOUND'} | {'STALE', current} | {'TRANSITION', cursor} | {'LOST', epoch} | {'SCHEMA', found, expected, meta} ]]
 local lost = namespace_lost(KEYS[#KEYS], ARGV[#ARGV])
 if lost then return lost end
 local chain_key, blocks_key, index_key, events_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]

@@ -18,7 +18,7 @@
   KEYS[#KEYS] meta hash      ponos:{ns}:meta (the namespace guard)
   ARGV[#ARGV] the namespace's epoch, as the store opened it
   Bounded work: at most 500 tasks per call (the store splits larger batches).
-  Returns {'OK', created} | {'EXISTS', task_id} | {'TOOMANY', n} | {'LOST', epoch} ]]
+  Returns {'OK', created} | {'EXISTS', task_id} | {'TOOMANY', n} | {'LOST', epoch} | {'SCHEMA', found, expected, meta} ]]
 local lost = namespace_lost(KEYS[#KEYS], ARGV[#ARGV])
 if lost then return lost end
 local seq_key, pending_key, events_key = KEYS[1], KEYS[2], KEYS[3]

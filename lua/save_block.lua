@@ -8,7 +8,7 @@
   ARGV[3] window
   KEYS[#KEYS] meta hash      ponos:{ns}:meta (the namespace guard)
   ARGV[#ARGV] the namespace's epoch, as the store opened it
-  Returns {'OK', dropped} | {'LOST', epoch} ]]
+  Returns {'OK', dropped} | {'LOST', epoch} | {'SCHEMA', found, expected, meta} ]]
 local lost = namespace_lost(KEYS[#KEYS], ARGV[#ARGV])
 if lost then return lost end
 local blocks_key, index_key = KEYS[1], KEYS[2]

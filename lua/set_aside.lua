@@ -14,7 +14,7 @@
   ARGV[3] events maxlen
   ARGV[4] task id
   ARGV[#ARGV] the namespace's epoch, as the store opened it
-  Returns {'OK'} | {'NOTFOUND'} | {'STALE', current} | {'LOST', epoch} ]]
+  Returns {'OK'} | {'NOTFOUND'} | {'STALE', current} | {'LOST', epoch} | {'SCHEMA', found, expected, meta} ]]
 local lost = namespace_lost(KEYS[#KEYS], ARGV[#ARGV])
 if lost then return lost end
 local task_key, processing_key, set_aside_key, events_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]

@@ -12,7 +12,7 @@
   ARGV[4] key prefix         ponos:{ns}:
   KEYS[#KEYS] meta hash      ponos:{ns}:meta (the namespace guard)
   ARGV[#ARGV] the namespace's epoch, as the store opened it
-  Returns {'OK', deleted, examined}: examined < min(limit, 1000) means none is left | {'LOST', epoch} ]]
+  Returns {'OK', deleted, examined}: examined < min(limit, 1000) means none is left | {'LOST', epoch} | {'SCHEMA', found, expected, meta} ]]
 local lost = namespace_lost(KEYS[#KEYS], ARGV[#ARGV])
 if lost then return lost end
 local now = now_ms(ARGV[1])

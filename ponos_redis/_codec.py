@@ -10,7 +10,7 @@ does not decode raises :class:`CorruptRecordError` naming the key.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -134,14 +134,59 @@ def _get(fields: Mapping[Any, Any], name: str) -> bytes | str | None:
     return value
 
 
+def _str(raw: bytes | str) -> str:
+    return raw.decode("utf-8") if isinstance(raw, bytes) else raw
+
+
+def _fast_decoder(t: mi.Type) -> Callable[[Any], Any] | None:
+    """A one-step decoder for the common field types, prepared once per record type;
+    None where the general :func:`_decode_value` decides. Each raises ValueError (or
+    UnicodeDecodeError) on a bad value, which the caller reports as corrupt."""
+    if isinstance(t, mi.BytesType):
+        return lambda raw: raw if isinstance(raw, bytes) else raw.encode()
+    if isinstance(t, mi.StrType):
+        return _str
+    if isinstance(t, mi.IntType):
+        return lambda raw: int(_str(raw))
+    if _is_optional_datetime(t):
+        return lambda raw: None if raw in (b"", "") else v.from_ms(int(_str(raw)))
+    if isinstance(t, mi.DateTimeType):
+        return lambda raw: v.from_ms(int(_str(raw)))
+    return None
+
+
+_Plan = tuple[tuple[str, bytes, mi.Type, Callable[[Any], Any] | None], ...]
+_PLANS: dict[type, _Plan] = {}
+
+
+def _plan(cls: type) -> _Plan:
+    """Per field of ``cls``: its name as text and bytes, its type and its fast decoder."""
+    plan = _PLANS.get(cls)
+    if plan is None:
+        plan = _PLANS[cls] = tuple(
+            (f.name, f.name.encode(), f.type, _fast_decoder(f.type)) for f in _info(cls).fields
+        )
+    return plan
+
+
 def decode_record(cls: type[T], key: str, fields: Mapping[Any, Any]) -> T:
     """Decode hash fields (bytes or str keys) into ``cls``; missing or bad fields are corrupt."""
     values: dict[str, Any] = {}
-    for f in _info(cls).fields:
-        raw = _get(fields, f.name)
+    for name, name_bytes, t, fast in _plan(cls):
+        raw = fields.get(name_bytes)
         if raw is None:
-            raise CorruptRecordError(key, f"field {f.name!r} is missing")
-        values[f.name] = _decode_value(f.type, raw, key, f.name)
+            raw = fields.get(name)
+            if raw is None:
+                raise CorruptRecordError(key, f"field {name!r} is missing")
+        if fast is None:
+            values[name] = _decode_value(t, raw, key, name)
+            continue
+        try:
+            values[name] = fast(raw)
+        except UnicodeDecodeError:
+            raise CorruptRecordError(key, f"field {name!r} is not UTF-8") from None
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise CorruptRecordError(key, f"field {name!r}: {exc}") from None
     try:
         return cls(**values)
     except (TypeError, ValueError) as exc:

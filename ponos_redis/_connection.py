@@ -73,6 +73,8 @@ T = TypeVar("T")
 _RETRIED_REPLIES = ("NOREPLICAS", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "LOADING", "READONLY")
 _AUTH_REPLIES = ("WRONGPASS", "NOAUTH")
 _NO_SUCH_DB = "DB index is out of range"
+# What redis-py's BlockingConnectionPool raises when no connection became free within its timeout.
+_POOL_TIMEOUT = "No connection available."
 
 
 class _DatabaseIndexError(rexc.ConnectionError):
@@ -169,7 +171,7 @@ def is_transient(exc: BaseException, *, rediscovers: bool = True) -> bool:
     return isinstance(exc, rexc.ResponseError) and str(exc).startswith(_RETRIED_REPLIES)
 
 
-def _budgeted_wait(policy: RetrySettings) -> Callable[[tenacity.RetryCallState], float]:
+def _budgeted_wait(policy: RetrySettings, offset: float = 0.0) -> Callable[[tenacity.RetryCallState], float]:
     """Jittered exponential waits from 50 ms up to ``max_backoff_ms``, never past ``total_s``.
 
     The last wait is cut to what is left of the budget, so the last attempt starts
@@ -179,7 +181,7 @@ def _budgeted_wait(policy: RetrySettings) -> Callable[[tenacity.RetryCallState],
     jittered = tenacity.wait_random_exponential(multiplier=0.05, max=policy.max_backoff_ms / 1000)
 
     def wait(state: tenacity.RetryCallState) -> float:
-        left = policy.total_s - (state.seconds_since_start or 0.0)
+        left = policy.total_s - offset - (state.seconds_since_start or 0.0)
         return max(0.0, min(jittered(state), left))
 
     return wait
@@ -203,6 +205,13 @@ def _notify(outcome: str, what: str, error: str) -> None:
             log.exception("retry observer %r failed", observer)
 
 
+def _never_sent(exc: BaseException) -> bool:
+    """Whether ``exc`` says the command never left the client: no connection was free in the pool."""
+    if isinstance(exc, rexc.MaxConnectionsError):
+        return True
+    return isinstance(exc, rexc.ConnectionError) and str(exc) == _POOL_TIMEOUT
+
+
 async def retrying(
     policy: RetrySettings, call: Callable[[], Awaitable[T]], what: str, *, rediscovers: bool = True
 ) -> T:
@@ -215,13 +224,70 @@ async def retrying(
     (a warning), and so is a call that succeeded after transient errors (one
     ``redis_ridden_through`` line); :data:`RETRY_OBSERVERS` hear of both.
 
+    The first attempt runs bare: the retry machinery is built only after a
+    transient error, so a call that succeeds pays nothing for it. A first
+    attempt that found no free connection in the pool (it waited the pool's
+    timeout) raises :class:`StoreUnavailableError` saying nothing was sent.
+
     Args:
         rediscovers: whether the client finds a new master by itself
             (:func:`can_rediscover`): only then is ``READONLY`` worth retrying.
     """
     started = time.monotonic()
+    try:
+        return await call()
+    except PonosStorageError:
+        raise
+    except (rexc.RedisError, rexc.RedisClusterException) as exc:
+        if _never_sent(exc):
+            raise StoreUnavailableError(
+                f"{what}: no connection to Redis was free within the pool's wait "
+                f"(redis.max_connections connections, all busy: {type(exc).__name__}: {exc}); "
+                f"nothing was sent, so nothing was applied; the call is safe to repeat"
+            ) from None
+        if not is_transient(exc, rediscovers=rediscovers):
+            raise _translate(exc, what, policy, rediscovers, 1, started) from None
+        first: BaseException = exc
+    return await _retry_after_first(policy, call, what, rediscovers, started, first)
+
+
+def _translate(
+    exc: BaseException, what: str, policy: RetrySettings, rediscovers: bool, attempts: int, started: float
+) -> PonosStorageError:
+    """The error a caller sees for ``exc``, the last error of ``attempts`` attempts."""
+    problem = configuration_problem(exc, rediscovers=rediscovers)
+    if problem is not None:
+        return StoreConfigurationError(f"{what}: {problem}; no retry can fix this")
+    if is_transient(exc, rediscovers=rediscovers):
+        elapsed = time.monotonic() - started
+        _notify("gave_up", what, type(exc).__name__)
+        return StoreUnavailableError(
+            f"{what}: Redis unavailable for {elapsed:.1f} s, {attempts} attempt(s) "
+            f"(retry budget: {policy.total_s:g} s or {policy.attempts} attempts; last error "
+            f"{type(exc).__name__}: {redact(str(exc))}); the outcome is unknown and the call "
+            f"is safe to repeat"
+        )
+    return PonosStorageError(f"{what}: Redis error: {redact(str(exc))}")
+
+
+async def _retry_after_first(
+    policy: RetrySettings,
+    call: Callable[[], Awaitable[T]],
+    what: str,
+    rediscovers: bool,
+    started: float,
+    first: BaseException,
+) -> T:
+    """The retry loop, entered after the first attempt failed with ``first`` (a transient error)."""
+    offset = time.monotonic() - started
     attempts = 0
     last_error = ""
+    replay = [first]
+
+    async def attempt_call() -> T:
+        if replay:  # the first attempt, already made: its error goes through the policy
+            raise replay.pop()
+        return await call()
 
     def before_sleep(state: tenacity.RetryCallState) -> None:
         nonlocal last_error
@@ -232,7 +298,7 @@ async def retrying(
             last_error,
             state.attempt_number,
             policy.attempts,
-            state.seconds_since_start or 0.0,
+            offset + (state.seconds_since_start or 0.0),
             policy.total_s,
             state.upcoming_sleep,
             extra={"event": "redis_retry", "operation": what, "error_type": last_error},
@@ -240,8 +306,9 @@ async def retrying(
         _notify("retried", what, last_error)
 
     retryer = tenacity.AsyncRetrying(
-        stop=tenacity.stop_after_delay(policy.total_s) | tenacity.stop_after_attempt(policy.attempts),
-        wait=_budgeted_wait(policy),
+        stop=tenacity.stop_after_delay(max(0.0, policy.total_s - offset))
+        | tenacity.stop_after_attempt(policy.attempts),
+        wait=_budgeted_wait(policy, offset),
         retry=tenacity.retry_if_exception(lambda exc: is_transient(exc, rediscovers=rediscovers)),
         reraise=True,
         before_sleep=before_sleep,
@@ -250,7 +317,7 @@ async def retrying(
         async for attempt in retryer:
             with attempt:
                 attempts += 1
-                result = await call()
+                result = await attempt_call()
                 if attempts > 1:
                     _ridden_through(what, attempts, time.monotonic() - started, last_error)
                 return result
@@ -258,19 +325,7 @@ async def retrying(
     except PonosStorageError:
         raise
     except (rexc.RedisError, rexc.RedisClusterException) as exc:
-        problem = configuration_problem(exc, rediscovers=rediscovers)
-        if problem is not None:
-            raise StoreConfigurationError(f"{what}: {problem}; no retry can fix this") from None
-        if is_transient(exc, rediscovers=rediscovers):
-            elapsed = time.monotonic() - started
-            _notify("gave_up", what, type(exc).__name__)
-            raise StoreUnavailableError(
-                f"{what}: Redis unavailable for {elapsed:.1f} s, {attempts} attempt(s) "
-                f"(retry budget: {policy.total_s:g} s or {policy.attempts} attempts; last error "
-                f"{type(exc).__name__}: {redact(str(exc))}); the outcome is unknown and the call "
-                f"is safe to repeat"
-            ) from None
-        raise PonosStorageError(f"{what}: Redis error: {redact(str(exc))}") from None
+        raise _translate(exc, what, policy, rediscovers, attempts, started) from None
 
 
 def _ridden_through(what: str, attempts: int, elapsed: float, last_error: str) -> None:
@@ -347,9 +402,16 @@ def connect(settings: RedisSettings) -> RedisClient:
         assert settings.url is not None
         if settings.url.startswith("unix://"):
             del kwargs["socket_keepalive"]  # a TCP option; Unix sockets refuse it
-        return aioredis.Redis.from_url(
-            settings.connection_url() or "", health_check_interval=settings.health_check_interval_s, **kwargs
+        # A pool that waits (up to socket_timeout_s) for a free connection when all
+        # max_connections are busy, instead of failing the call at once.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            settings.connection_url() or "",
+            health_check_interval=settings.health_check_interval_s,
+            max_connections=settings.max_connections,
+            timeout=settings.socket_timeout_s,
+            **kwargs,
         )
+        return aioredis.Redis.from_pool(pool)
     sentinel_kwargs: dict[str, Any] = {
         "socket_timeout": settings.connect_timeout_s,
         "socket_connect_timeout": settings.connect_timeout_s,

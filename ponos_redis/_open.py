@@ -66,7 +66,8 @@ def open_aggregator_store(
     Raises:
         InvalidInputError: the config or namespace is invalid (before any I/O).
         DurabilityError: strict durability was asked for and the server cannot keep it.
-        SchemaVersionError: the namespace was written by a newer schema.
+        SchemaVersionError: the namespace has another schema version (an older one names
+            ``ponos-redis migrate``), or its migration has not finished.
     """
     cfg = StorageConfig.coerce(config, namespace)
 

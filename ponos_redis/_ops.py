@@ -15,10 +15,12 @@ from .errors import (
     NamespaceLostError,
     NotFoundError,
     PonosStorageError,
+    SchemaVersionError,
     StaleLeaseError,
 )
+from .keys import namespace_of
 
-__all__ = ["as_text", "check"]
+__all__ = ["as_text", "check", "migration_message", "schema_message"]
 
 
 def as_text(value: Any) -> str:
@@ -53,6 +55,12 @@ def check(reply: Any, subject: str, *, key: str = "") -> list[Any]:
         raise CorruptRecordError(key or subject, f"field {detail!r} cannot be decoded")
     if code == "LOST":
         raise NamespaceLostError(namespace_lost_message(subject, detail))
+    if code == "SCHEMA":
+        expected = as_text(rest[1]) if len(rest) > 1 else "?"
+        namespace = namespace_of(as_text(rest[2])) if len(rest) > 2 else None
+        raise SchemaVersionError(
+            f"{subject}: refused, nothing was written: " + schema_message(namespace, detail, expected)
+        )
     if code == "EXISTS":
         raise AlreadyExistsError(f"a different task with id {detail!r} already exists")
     raise PonosStorageError(f"{subject}: script answered {code} {detail}")
@@ -64,4 +72,32 @@ def namespace_lost_message(subject: str, epoch: str) -> str:
         f"{subject}: refused, the namespace is not the one this store opened ({now}): Redis lost its "
         "data or the namespace was re-created. Nothing was written. Stop this service; its leases and "
         "tokens belong to a namespace that is gone"
+    )
+
+
+def schema_message(namespace: str | None, found: object, expected: object) -> str:
+    """What to do about a namespace of schema version ``found`` met by a library writing ``expected``."""
+    name = repr(namespace) if namespace else "the namespace"
+    try:
+        older = int(str(found)) < int(str(expected))
+    except ValueError:
+        older = False
+    if older:
+        return (
+            f"namespace {name} has schema version {found}, this library writes version {expected}: "
+            f"upgrade it with `ponos-redis migrate --store ... --namespace {namespace or '<namespace>'}` "
+            "(docs/operations.md: Schema versions and migrations)"
+        )
+    return (
+        f"namespace {name} has schema version {found}, this library writes version {expected}: "
+        "this process runs an older ponos-redis than the namespace needs; stop it and upgrade ponos-redis"
+    )
+
+
+def migration_message(namespace: str, migration: str) -> str:
+    """A namespace whose migration has not finished (still running, or interrupted)."""
+    return (
+        f"namespace {namespace!r} is being migrated (schema {migration}), or its migration was "
+        f"interrupted: run `ponos-redis migrate --store ... --namespace {namespace}` to finish it "
+        "(it resumes where it stopped)"
     )

@@ -1,7 +1,9 @@
 """The Lua scripts in ``lua/``: one lookup that works from a checkout and from
 an installed wheel (which carries them as ``ponos_redis/lua``).
 
-Each script is sent as: its ``#!lua`` first line, then ``_lib.lua`` (shared
+Each script is sent as: its ``#!lua`` first line, then the line
+``local SCHEMA_VERSION = '<n>'`` (the key layout the script writes, checked
+against the namespace's by the namespace guard), then ``_lib.lua`` (shared
 local helpers), then the rest of the file, so the header stays first in the
 file a person reads while every script gets the same helpers.
 """
@@ -11,6 +13,8 @@ from __future__ import annotations
 import functools
 import re
 from pathlib import Path
+
+from .keys import SCHEMA_VERSION
 
 __all__ = ["SCRIPT_NAMES", "lua_dir", "script_header", "script_source"]
 
@@ -43,6 +47,12 @@ SCRIPT_NAMES: tuple[str, ...] = (
     "set_aside",
     "fail_orphaned",
     "runner_lease",
+    "export_hashes",
+    "import_tasks",
+    "import_records",
+    "migrate_begin",
+    "migrate_chain_index",
+    "repair_index",
 )
 
 _HEADER_RE = re.compile(r"\A#!lua[^\n]*\n--\[\[(.*?)\]\]", re.S)
@@ -63,13 +73,20 @@ def _read(name: str) -> str:
 
 
 @functools.cache
-def script_source(name: str) -> str:
-    """The full source sent to Redis for the script ``name``."""
+def script_source(name: str, schema_version: int = SCHEMA_VERSION) -> str:
+    """The full source sent to Redis for the script ``name``.
+
+    Args:
+        name: one of :data:`SCRIPT_NAMES`.
+        schema_version: the schema version the script's namespace guard
+            expects; another value only in tests (a replica of an older version).
+    """
     text = _read(name)
     first, _, rest = text.partition("\n")
     if not first.startswith("#!lua"):
         raise ValueError(f"lua/{name}.lua must start with a #!lua line")
-    return f"{first}\n{_read('_lib')}\n{rest}"
+    version = f"local SCHEMA_VERSION = '{int(schema_version)}'"
+    return f"{first}\n{version}\n{_read('_lib')}\n{rest}"
 
 
 def script_header(name: str) -> str:

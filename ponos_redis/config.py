@@ -298,6 +298,7 @@ class RedisSettings(_Settings, frozen=True, kw_only=True, forbid_unknown_fields=
     socket_timeout_s: float = 5.0
     connect_timeout_s: float = 2.0
     health_check_interval_s: float = 10.0
+    max_connections: int = 100
 
     def __post_init__(self) -> None:
         chosen = [n for n in ("url", "sentinel", "cluster") if getattr(self, n) is not None]
@@ -322,6 +323,8 @@ class RedisSettings(_Settings, frozen=True, kw_only=True, forbid_unknown_fields=
         _positive(self.socket_timeout_s, "redis.socket_timeout_s")
         _positive(self.connect_timeout_s, "redis.connect_timeout_s")
         _positive(self.health_check_interval_s, "redis.health_check_interval_s")
+        if isinstance(self.max_connections, bool) or not 1 <= self.max_connections <= 100_000:
+            raise InvalidInputError(f"redis.max_connections must be 1-100000, got {self.max_connections!r}")
 
     def __repr__(self) -> str:
         # A URL may carry a password: never show it (reprs end up in logs).

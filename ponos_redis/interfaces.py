@@ -175,8 +175,10 @@ class AggregatorStore(Protocol):
     async def update_task_status(self, task_id: str, status: TaskStatus) -> None:
         """The operator's override: move a task to ``status``.
 
-        The allowed moves are ``transitions.TASK_OVERRIDES``; the same status is a
-        no-op, and every change gives the task a new token.
+        The allowed moves are ``transitions.TASK_OVERRIDES`` (failed -> pending is
+        the operator's requeue: ``attempts`` back to 0); the same status is a no-op,
+        and every change gives the task a new token, takes it off the set-aside
+        index (a record repaired by hand) and emits an event with owner ``manual``.
 
         Raises:
             NotFoundError: no task has this id.

@@ -35,13 +35,23 @@ Why each structure is what it is:
   namespace's **epoch**: a random id made when the namespace is created. Every
   writing script checks it, so a store whose namespace vanished (Redis lost its
   data) or was re-created stops with ``NamespaceLostError`` instead of writing
-  into a namespace it does not know.
+  into a namespace it does not know. Every writing script also checks the
+  schema version against the one it was written for, so a replica of an older
+  version stops with ``SchemaVersionError`` once the namespace was migrated.
+  While ``ponos-redis migrate`` runs, ``migration`` (``<from>-><to>``) and
+  ``migration_cursor`` say how far it got; stores refuse to open until it ends.
 - ``set-aside`` is a **sorted set** (score: when, in ms) of tasks whose hash
   could not be read (a field edited by hand): they are off every status index,
   so they are not claimed or reaped again and again; ``doctor`` lists them.
 - Executor records are hashes indexed by a sorted set with score 0 (listed in
   id order); a deployment's history is a capped stream; each processed-task
   marker is its own string key with a TTL, so markers expire one by one.
+
+Schema versions (``SCHEMA_VERSION``; ``ponos_redis.ops.migrate`` upgrades):
+
+1. the first layout.
+2. ``chain:<id>:tasks`` holds every task of the chain (version 1 namespaces
+   may have tasks saved before that index existed, which it lacks).
 """
 
 from __future__ import annotations
@@ -51,9 +61,46 @@ from dataclasses import dataclass
 from . import _validate as v
 from .models import TaskStatus
 
-__all__ = ["SCHEMA_VERSION", "Keys"]
+__all__ = ["SCHEMA_VERSION", "KeyRef", "Keys", "namespace_of", "parse_key"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+# Keys with a fixed name, by their name after the prefix (see Keys.parse).
+_FIXED = {
+    "meta": "meta",
+    "set-aside": "set-aside",
+    "fence": "fence",
+    "seq": "seq",
+    "events": "events",
+    "performers": "performers",
+    "inflight-index": "inflight-index",
+    "deployments": "deployments",
+}
+# Keys named <stem>:<id>, whatever the id holds (ids may contain ':').
+_STEMS = ("task", "claim", "runner", "performer", "inflight", "deployment", "history", "processed")
+_CHAIN_SUFFIXES = {
+    "": "chain",
+    ":blocks": "chain-blocks",
+    ":block-index": "chain-block-index",
+    ":tasks": "chain-tasks",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRef:
+    """What one key of a namespace is: its ``kind`` and the id it is about.
+
+    Kinds: the fixed keys by name (``meta``, ``set-aside``, ``fence``, ``seq``,
+    ``events``, ``performers``, ``inflight-index``, ``deployments``); ``tasks``
+    (``ident``: the status); ``task``, ``claim``, ``runner``, ``performer``,
+    ``inflight``, ``deployment``, ``history``, ``processed`` (``ident``: the id);
+    ``avs-pending`` and ``avs-config`` (the address); ``opset``
+    (``<address>:<operator set id>``); ``chain``, ``chain-blocks``,
+    ``chain-block-index``, ``chain-tasks`` (the chain id).
+    """
+
+    kind: str
+    ident: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,3 +201,57 @@ class Keys:
 
     def processed(self, task_id: str) -> str:
         return f"{self.prefix}processed:{task_id}"
+
+    # finding keys (SCAN MATCH patterns) and telling what a key is
+    @property
+    def pattern(self) -> str:
+        """A SCAN pattern matching every key of the namespace."""
+        return self.prefix + "*"
+
+    @property
+    def chain_pattern(self) -> str:
+        """A SCAN pattern matching the chain keys (``chain:<id>`` and its companions)."""
+        return self.prefix + "chain:*"
+
+    @property
+    def runner_pattern(self) -> str:
+        """A SCAN pattern matching the periodic jobs' runner leases."""
+        return self.prefix + "runner:*"
+
+
+def namespace_of(key: str) -> str | None:
+    """The namespace of one of its keys (``ponos:{<namespace>}:...``), or None."""
+    if not key.startswith("ponos:{"):
+        return None
+    name, sep, _ = key[len("ponos:{") :].partition("}:")
+    return name if sep and name else None
+
+
+def parse_key(keys: Keys, key: str | bytes) -> KeyRef | None:
+    """What ``key`` is in the layout of ``keys``' namespace; None if it is not one of its keys."""
+    text = key.decode("utf-8", "replace") if isinstance(key, bytes) else key
+    if not text.startswith(keys.prefix):
+        return None
+    rest = text[len(keys.prefix) :]
+    if rest in _FIXED:
+        return KeyRef(_FIXED[rest])
+    stem, sep, ident = rest.partition(":")
+    if not sep or not ident:
+        return None
+    if stem == "tasks":
+        return KeyRef("tasks", ident) if ident in {s.value for s in TaskStatus} else None
+    if stem in _STEMS:
+        return KeyRef(stem, ident)
+    if stem == "avs":
+        address, _, what = ident.partition(":")
+        if what in ("pending", "config"):
+            return KeyRef(f"avs-{what}", address)
+        return None
+    if stem == "opset":
+        address, _, set_id = ident.partition(":")
+        return KeyRef("opset", ident) if address and set_id.isdigit() else None
+    if stem == "chain":
+        digits, sep, suffix = ident.partition(":")
+        kind = _CHAIN_SUFFIXES.get(sep + suffix)
+        return KeyRef(kind, digits) if kind is not None and digits.isdigit() else None
+    return None

@@ -11,7 +11,17 @@ change anything (``StaleLeaseError``).
 
 Nothing is ever stuck: an expired lease is *reaped* back to ``pending`` (or to
 ``failed`` once ``attempts`` reached ``max_attempts``), and an operator may
-override any non-final status. ``completed`` and ``failed`` are final.
+override any non-final status. ``completed`` and ``failed`` are final: no
+operation of a service leaves them.
+
+One override leaves ``failed``: an operator may *requeue* a failed task
+(``failed -> pending``), as every job system lets one retry a dead job once the
+cause is fixed. The task goes back to its place in the queue with a new token
+and ``attempts`` reset to 0 (it gets ``max_attempts`` claims again; a requeue
+that kept them would fail it after one more claim); ``last_error`` stays until
+the next failure, so the reason it failed remains readable. ``completed`` stays
+final even for an operator: running a completed task again would repeat its
+side effects (a second submission), which no store can undo.
 
 The table below is the single source of truth: the fake checks against it,
 the Lua scripts mirror it (a unit test compares them), and the contract suite
@@ -71,10 +81,11 @@ TASK_OVERRIDES: dict[TaskStatus, frozenset[TaskStatus]] = {
     P: frozenset({R, F}),
     R: frozenset({C, F, P}),
     C: frozenset(),
-    F: frozenset(),
+    F: frozenset({P}),  # the operator's requeue; attempts start again from 0
 }
 
-FINAL_TASK_STATUSES = frozenset(s for s, targets in TASK_OVERRIDES.items() if not targets)
+# No operation of a service leaves these (only the operator's requeue leaves failed).
+FINAL_TASK_STATUSES = frozenset({C, F})
 
 DEPLOYMENT_TRANSITIONS: dict[DeploymentStatus, frozenset[DeploymentStatus]] = {
     DeploymentStatus.PENDING: frozenset({DeploymentStatus.DEPLOYING, DeploymentStatus.FAILED}),

@@ -24,14 +24,16 @@ from datetime import datetime, timedelta
 
 from .. import _validate as v
 from .._clock import Clock, system_clock
-from .._ops import namespace_lost_message
+from .._ops import namespace_lost_message, schema_message
 from ..errors import (
     AlreadyExistsError,
     InvalidTransitionError,
     NamespaceLostError,
     NotFoundError,
+    SchemaVersionError,
     StaleLeaseError,
 )
+from ..keys import SCHEMA_VERSION
 from ..models import (
     AvsConfig,
     BlockRecord,
@@ -104,9 +106,49 @@ class _TaskRow:
         )
 
 
+class _PendingIndex:
+    """The pending tasks by (seq, id): a heap with lazy removal.
+
+    ``members`` maps each pending id to its seq; a heap entry whose id is no longer
+    a member under that seq is stale and dropped when it reaches the top. Adding
+    is O(log n), removing O(1), taking the oldest O(log n) amortised.
+    """
+
+    def __init__(self) -> None:
+        self.heap: list[tuple[int, str]] = []
+        self.members: dict[str, int] = {}
+
+    def add(self, seq: int, task_id: str) -> None:
+        self.members[task_id] = seq
+        heapq.heappush(self.heap, (seq, task_id))
+
+    def discard(self, task_id: str) -> None:
+        self.members.pop(task_id, None)
+        if len(self.heap) > 2 * len(self.members) + 64:
+            self.heap = [(seq, i) for i, seq in self.members.items()]
+            heapq.heapify(self.heap)
+
+    def first(self) -> str | None:
+        """The id of the oldest pending task (it stays pending), or None."""
+        heap, members = self.heap, self.members
+        while heap:
+            seq, task_id = heap[0]
+            if members.get(task_id) == seq:
+                return task_id
+            heapq.heappop(heap)
+        return None
+
+    def ordered(self) -> list[str]:
+        """Every pending id, oldest first."""
+        return [task_id for _, task_id in sorted((seq, i) for i, seq in self.members.items())]
+
+
 @dataclass
 class _AggregatorState:
     tasks: dict[str, _TaskRow] = field(default_factory=dict)
+    # The pending tasks in claim order, so a claim never sorts the namespace; kept in
+    # step by MemoryAggregatorStore._set_status.
+    pending: _PendingIndex = field(default_factory=_PendingIndex)
     seq: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     cursors: dict[int, int] = field(default_factory=dict)
     blocks: dict[int, dict[int, BlockRecord]] = field(default_factory=dict)
@@ -140,6 +182,10 @@ _EXECUTORS: dict[str, _ExecutorState] = {}
 # Each namespace's epoch (Redis keeps it in the namespace's meta hash): made when
 # the namespace is created, gone when it is reset, checked by every write.
 _EPOCHS: dict[str, str] = {}
+# Each namespace's schema version (Redis keeps it in the meta hash too): set when
+# the namespace is created, moved on by ponos_redis.ops.migrate, checked by every
+# write as the scripts' namespace guard does.
+_SCHEMAS: dict[str, int] = {}
 
 
 def reset_memory_namespaces(*namespaces: str) -> None:
@@ -148,13 +194,18 @@ def reset_memory_namespaces(*namespaces: str) -> None:
         _AGGREGATORS.clear()
         _EXECUTORS.clear()
         _EPOCHS.clear()
+        _SCHEMAS.clear()
     for ns in namespaces:
         _AGGREGATORS.pop(ns, None)
         _EXECUTORS.pop(ns, None)
         _EPOCHS.pop(ns, None)
+        _SCHEMAS.pop(ns, None)
 
 
 class _MemoryStore(StoreLifecycle):
+    # The schema version this store writes (a test may make an "older" store).
+    _schema_version: int = SCHEMA_VERSION
+
     def __init__(self, namespace: str, clock: Clock | None, *, create_namespace: bool = True) -> None:
         self.namespace = v.namespace(namespace)
         self._clock = clock or system_clock
@@ -166,7 +217,11 @@ class _MemoryStore(StoreLifecycle):
                     f"namespace {self.namespace!r} does not exist and create_namespace is false"
                 )
             epoch = _EPOCHS[self.namespace] = uuid.uuid4().hex
+            _SCHEMAS[self.namespace] = self._schema_version
         self._epoch = epoch
+        version = _SCHEMAS.setdefault(self.namespace, self._schema_version)
+        if version != self._schema_version:
+            raise SchemaVersionError(schema_message(self.namespace, version, self._schema_version))
 
     async def _enter(self) -> datetime:
         """Yield once, as I/O would, then check the store is open; return 'now'."""
@@ -178,6 +233,12 @@ class _MemoryStore(StoreLifecycle):
         """:meth:`_enter`, then the namespace guard of every write."""
         now = await self._enter()
         current = _EPOCHS.get(self.namespace)
+        version = _SCHEMAS.get(self.namespace)
+        if version is not None and version != self._schema_version:
+            raise SchemaVersionError(
+                f"{subject}: refused, nothing was written: "
+                + schema_message(self.namespace, version, self._schema_version)
+            )
         if current != self._epoch:
             raise NamespaceLostError(namespace_lost_message(subject, current or ""))
         return now
@@ -224,7 +285,10 @@ class MemoryAggregatorStore(_MemoryStore):
 
     @property
     def _s(self) -> _AggregatorState:
-        return _AGGREGATORS.setdefault(self.namespace, _AggregatorState())
+        state = _AGGREGATORS.get(self.namespace)
+        if state is None:  # not setdefault: that would build a new state on every access
+            state = _AGGREGATORS[self.namespace] = _AggregatorState()
+        return state
 
     # -- helpers -----------------------------------------------------------------
 
@@ -286,8 +350,16 @@ class MemoryAggregatorStore(_MemoryStore):
             )
         return row
 
+    def _set_status(self, row: _TaskRow, status: TaskStatus) -> None:
+        """Change a row's status, keeping the sorted pending index in step."""
+        if row.status == P and status != P:
+            self._s.pending.discard(row.task.task_id)
+        elif status == P and row.status != P:
+            self._s.pending.add(row.seq, row.task.task_id)
+        row.status = status
+
     def _to_pending(self, row: _TaskRow, now: datetime) -> None:
-        row.status = P
+        self._set_status(row, P)
         row.owner = None
         row.lease_until = None
         row.token = self._next_token(now)
@@ -438,9 +510,10 @@ class MemoryAggregatorStore(_MemoryStore):
         existing = self._s.tasks.get(task.task_id)
         if existing is not None:
             return False
-        self._s.tasks[task.task_id] = _TaskRow(
+        row = self._s.tasks[task.task_id] = _TaskRow(
             task=task, seq=next(self._s.seq), status=P, created_at=now, updated_at=now
         )
+        self._s.pending.add(row.seq, task.task_id)
         self._emit(now, "task.saved", task.task_id, P.value)
         return True
 
@@ -477,8 +550,10 @@ class MemoryAggregatorStore(_MemoryStore):
         await self._enter()
         return self._row(task_id).snapshot()
 
-    def _pending(self) -> list[_TaskRow]:
-        return sorted((r for r in self._s.tasks.values() if r.status == P), key=lambda r: r.seq)
+    def _pending(self, limit: int | None = None) -> list[_TaskRow]:
+        """Pending rows, oldest first (at most ``limit``): read from the sorted index."""
+        ids = self._s.pending.ordered()
+        return [self._s.tasks[task_id] for task_id in (ids if limit is None else ids[:limit])]
 
     async def list_pending_tasks(
         self, avs_address: str | None = None, *, limit: int | None = None
@@ -487,7 +562,9 @@ class MemoryAggregatorStore(_MemoryStore):
         avs = None if avs_address is None else v.address(avs_address, "avs_address")
         n = None if limit is None else v.limit(limit)
         await self._enter()
-        rows = [r.task for r in self._pending() if avs is None or r.task.avs_address == avs]
+        if avs is None:
+            return [r.task for r in self._pending(n)]
+        rows = [r.task for r in self._pending() if r.task.avs_address == avs]
         return rows if n is None else rows[:n]
 
     async def count_tasks(self) -> dict[TaskStatus, int]:
@@ -509,27 +586,31 @@ class MemoryAggregatorStore(_MemoryStore):
             raise InvalidTransitionError(
                 f"task {task_id!r} cannot go from {row.status.value} to {target.value}"
             )
+        current = row.status
         row.token = self._next_token(now)
         row.updated_at = now
-        row.status = target
+        self._set_status(row, target)
         if target == R:
             row.owner = MANUAL_OWNER
             row.lease_until = v.timestamp(
                 now + timedelta(seconds=self._settings.default_lease_s), "lease_until"
             )
         elif target == P:
+            if current == F:
+                row.attempts = 0  # the operator's requeue: a full set of attempts again
             row.owner = None
             row.lease_until = None
         else:
             row.lease_until = None
             if target == F:
                 row.last_error = "set to failed by an operator"
-        self._emit(now, OVERRIDE_EVENT[target], task_id, target.value, row.owner, row.token)
+        self._emit(now, OVERRIDE_EVENT[target], task_id, target.value, MANUAL_OWNER, row.token)
 
     async def delete_task(self, task_id: str) -> None:
         task_id = v.ident(task_id, "task_id")
         now = await self._enter_write()
         self._row(task_id)
+        self._s.pending.discard(task_id)
         del self._s.tasks[task_id]
         self._emit(now, "task.deleted", task_id)
 
@@ -548,21 +629,24 @@ class MemoryAggregatorStore(_MemoryStore):
         lease_until = v.timestamp(now + timedelta(seconds=lease), "lease_until")
         # The same bounds as the Redis scripts (see CLAIM_BATCH), so both agree on
         # what one call does when many pending tasks are past their deadline.
-        pending = iter(self._pending())
+        # Every row looked at below leaves the pending index (claimed or failed), so the
+        # next one to look at is always the index's first.
+        index, tasks = self._s.pending, self._s.tasks
         while len(claimed) < n:
             want, got, looked_at = min(n - len(claimed), CLAIM_BATCH), 0, 0
             while got < want and looked_at < CLAIM_LOOK_AT:
-                row = next(pending, None)
-                if row is None:
+                first = index.first()
+                if first is None:
                     break
+                row = tasks[first]
                 looked_at += 1
                 if row.task.deadline is not None and row.task.deadline <= now:
-                    row.status = F
+                    self._set_status(row, F)
                     row.last_error = DEADLINE_EXCEEDED
                     row.updated_at = now
                     self._emit(now, "task.failed", row.task.task_id, F.value)
                     continue
-                row.status = R
+                self._set_status(row, R)
                 row.attempts += 1
                 row.owner = owner
                 row.token = self._next_token(now)
@@ -726,7 +810,7 @@ class MemoryAggregatorStore(_MemoryStore):
             key=lambda r: (r.task.block_number, r.task.task_id),
         )
         for row in orphaned:
-            row.status = F
+            self._set_status(row, F)
             row.token = self._next_token(now)
             row.lease_until = None
             row.last_error = reason
@@ -840,7 +924,10 @@ class MemoryExecutorStore(_MemoryStore):
 
     @property
     def _s(self) -> _ExecutorState:
-        return _EXECUTORS.setdefault(self.namespace, _ExecutorState())
+        state = _EXECUTORS.get(self.namespace)
+        if state is None:
+            state = _EXECUTORS[self.namespace] = _ExecutorState()
+        return state
 
     async def save_performer_state(self, state: PerformerState) -> None:
         state = v.performer(state)

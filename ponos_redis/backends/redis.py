@@ -28,8 +28,8 @@ from .. import _codec as codec
 from .. import _validate as v
 from .._clock import Clock
 from .._connection import RedisClient, can_rediscover, connect, redact, retrying
-from .._durability import ServerFacts, assess
-from .._ops import as_text, check
+from .._durability import CONFIG_NAMES, ServerFacts, assess, redis_version_problem, server_facts
+from .._ops import as_text, check, migration_message, schema_message
 from .._scripts import SCRIPT_NAMES, script_source
 from ..config import RedisSettings, StorageConfig
 from ..errors import (
@@ -42,6 +42,7 @@ from ..errors import (
     PonosStorageError,
     SchemaVersionError,
     StoreClosedError,
+    StoreConfigurationError,
 )
 from ..keys import SCHEMA_VERSION, Keys
 from ..models import (
@@ -84,7 +85,7 @@ T = TypeVar("T")
 RecordT = TypeVar("RecordT", bound=msgspec.Struct)
 P, R, C, F = TaskStatus.PENDING, TaskStatus.PROCESSING, TaskStatus.COMPLETED, TaskStatus.FAILED
 
-_READ_ONLY_SCRIPTS = frozenset({"is_processed"})
+_READ_ONLY_SCRIPTS = frozenset({"is_processed", "export_hashes"})
 # Scripts that do not take the namespace guard (the meta key and the epoch as
 # their last KEYS and ARGV slots), nor wait for replicas: the read-only ones, and
 # the one that opens the namespace and so learns the epoch (a store must open,
@@ -185,9 +186,11 @@ class _RedisStore(StoreLifecycle):
         Raises:
             InvalidInputError: the config is invalid (before any I/O).
             DurabilityError: ``strict`` durability was asked for and the server cannot keep it.
-            SchemaVersionError: the namespace was written by a newer schema.
+            SchemaVersionError: the namespace has another schema version (an older one names
+                ``ponos-redis migrate``) or its migration has not finished.
             NamespaceLostError: the namespace does not exist and ``create_namespace`` is false.
-            StoreConfigurationError: the server refused the connection (password, replica, database).
+            StoreConfigurationError: the server refused the connection (password, replica, database)
+                or runs a Redis older than 7.
             StoreUnavailableError: Redis could not be reached within the retry policy.
         """
         cfg = StorageConfig.coerce(config, namespace)
@@ -358,23 +361,28 @@ class _RedisStore(StoreLifecycle):
     async def _open_namespace(self) -> None:
         """Learn the namespace's epoch, creating the namespace if it is missing
         (unless ``create_namespace`` is false), and check its schema version."""
+        version, migration = await self._read_namespace(create=self._settings.create_namespace)
+        if migration:
+            raise SchemaVersionError(migration_message(self.namespace, migration))
+        if version != SCHEMA_VERSION:
+            raise SchemaVersionError(schema_message(self.namespace, version, SCHEMA_VERSION))
+
+    async def _read_namespace(self, *, create: bool) -> tuple[int, str]:
+        """Run namespace_open: learn the epoch; return the schema version and the
+        migration under way (``""`` when none). Checks nothing else (the migration
+        tool opens namespaces of older versions through this)."""
         meta = self.keys.meta
         reply = await self._script(
             "namespace_open",
             [meta],
-            [
-                self._now(),
-                str(SCHEMA_VERSION),
-                uuid.uuid4().hex,
-                "1" if self._settings.create_namespace else "0",
-            ],
+            [self._now(), str(SCHEMA_VERSION), uuid.uuid4().hex, "1" if create else "0"],
         )
         if as_text(reply[0]) == "MISSING":
             raise NamespaceLostError(
                 f"namespace {self.namespace!r} does not exist and create_namespace is false: create it "
                 f"deliberately (ponos-redis namespace create --namespace {self.namespace})"
             )
-        epoch, raw, created = check(reply, f"namespace {self.namespace!r}")
+        epoch, raw, created, migration = check(reply, f"namespace {self.namespace!r}")
         self._epoch = as_text(epoch)
         if int(created):
             log.info(
@@ -387,11 +395,7 @@ class _RedisStore(StoreLifecycle):
             version = int(raw)
         except (TypeError, ValueError):
             raise CorruptRecordError(meta, f"schema_version is {raw!r}") from None
-        if version > SCHEMA_VERSION:
-            raise SchemaVersionError(
-                f"namespace {self.namespace!r} has schema version {version}; this library "
-                f"understands up to {SCHEMA_VERSION}: upgrade ponos-redis"
-            )
+        return version, as_text(migration)
 
     @property
     def epoch(self) -> str:
@@ -421,44 +425,46 @@ class _RedisStore(StoreLifecycle):
         return await self._io("durability check", gather)
 
     async def _gather_facts(self, node: Any = None) -> ServerFacts:
-        """The facts of one server (on a cluster: of ``node``, a ``ClusterNode``)."""
+        """The facts of one server (on a cluster: of ``node``, a ``ClusterNode``):
+        ``CONFIG GET``, with ``INFO`` for what a denied ``CONFIG`` does not say."""
         target: dict[str, Any] = {} if node is None else {"target_nodes": node}
 
-        async def config_get(name: str) -> str:
+        async def config_get(name: str) -> str | None:
             try:
                 reply = await self._r.config_get(name, **target)
             except rexc.ResponseError:
-                return "unknown"
+                return None
             values = list(reply.values()) if isinstance(reply, dict) else []
-            return as_text(values[0]) if values else "unknown"
+            return as_text(values[0]) if values else None
 
-        replicas: int | None
         try:
-            info = await self._r.info("replication", **target)
-            replicas = int(info.get("connected_slaves", 0))
+            info = await self._r.info(**target)
         except rexc.ResponseError:
-            replicas = None
-        return ServerFacts(
-            appendonly=await config_get("appendonly"),
-            appendfsync=await config_get("appendfsync"),
-            maxmemory_policy=await config_get("maxmemory-policy"),
-            connected_replicas=replicas,
-            min_replicas_to_write=await config_get("min-replicas-to-write"),
-            cluster=node is not None,
-        )
+            info = None
+        config = {name: await config_get(name) for name in CONFIG_NAMES}
+        return server_facts(config, info, cluster=node is not None)
 
     async def _check_durability(self) -> None:
+        """Check the server against the durability policy; refuse a server too old for the
+        scripts (StoreConfigurationError, whatever ``strict`` says)."""
         if self._cluster:
             # Every primary holds some namespaces: each must keep the promise.
+            by_node = await self.cluster_facts()
             problems = [
                 f"{name}: {problem}"
-                for name, facts in (await self.cluster_facts()).items()
+                for name, facts in by_node.items()
                 for problem in assess(self._redis.durability, self._redis.replicas, facts)
             ]
             where = "the cluster"
         else:
-            problems = assess(self._redis.durability, self._redis.replicas, await self.server_facts())
+            facts = await self.server_facts()
+            by_node = {"": facts}
+            problems = assess(self._redis.durability, self._redis.replicas, facts)
             where = redact(self._redis.url or "the configured Redis")
+        for name, node_facts in by_node.items():
+            too_old = redis_version_problem(node_facts.redis_version)
+            if too_old is not None:
+                raise StoreConfigurationError(f"{name or where}: {too_old}")
         if not problems:
             return
         text = f"{where} cannot keep durability {self._redis.durability!r}: " + "; ".join(problems)
@@ -716,7 +722,13 @@ class RedisAggregatorStore(_RedisStore):
         target = v.task_status(status)
         reply = await self._script(
             "override",
-            [self.keys.task(task_id), *self._all_status_keys(), self.keys.fence, self.keys.events],
+            [
+                self.keys.task(task_id),
+                *self._all_status_keys(),
+                self.keys.fence,
+                self.keys.events,
+                self.keys.set_aside,
+            ],
             [
                 self._now(),
                 target.value,
@@ -762,7 +774,7 @@ class RedisAggregatorStore(_RedisStore):
             want = min(n - len(result), CLAIM_BATCH)
             try:
                 claimed, more = await self._claim_once(owner, want, lease)
-            except (NamespaceLostError, StoreClosedError):
+            except (NamespaceLostError, SchemaVersionError, StoreClosedError):
                 raise
             except PonosStorageError as exc:
                 if not result:
@@ -837,7 +849,7 @@ class RedisAggregatorStore(_RedisStore):
                 [self._now(), str(token), self._settings.events_maxlen, task_id],
             )
             check(reply, f"task {task_id!r}")
-        except (NamespaceLostError, StoreClosedError):
+        except (NamespaceLostError, SchemaVersionError, StoreClosedError):
             raise
         except PonosStorageError as exc:
             log.warning("claim_tasks: could not set aside %s: %s", key, exc)

@@ -34,7 +34,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 from ._catalog import CATALOG, MetricSpec
-from ._namespace import NamespaceCollector, failure_reason
+from ._namespace import MergedCollector, NamespaceCollector, failure_reason
 from ._runtime import RuntimeCollector
 from ._server import MetricsServer, start_metrics_server
 from ._store import InstrumentedAggregatorStore, InstrumentedExecutorStore, StoreMetrics, instrument
@@ -43,6 +43,7 @@ __all__ = [
     "CATALOG",
     "InstrumentedAggregatorStore",
     "InstrumentedExecutorStore",
+    "MergedCollector",
     "MetricSpec",
     "MetricsServer",
     "NamespaceCollector",

@@ -23,7 +23,7 @@ import logging
 import threading
 import time
 from collections import Counter as Tally
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -307,3 +307,28 @@ async def _aclose(source: object) -> None:
     aclose = getattr(source, "aclose", None)
     if aclose is not None:
         await aclose()
+
+
+class MergedCollector(Collector):
+    """Several namespaces' collectors served as one: one family per metric name.
+
+    A registry takes each metric name once, and the text format allows one block
+    per name, so namespaces served on one port need their families merged: give
+    each :class:`NamespaceCollector` a registry of its own and register this one
+    where the server reads.
+
+    Args:
+        collectors: the namespaces' collectors (each read with its own ``run``).
+    """
+
+    def __init__(self, collectors: Sequence[NamespaceCollector]) -> None:
+        self.collectors = list(collectors)
+
+    def collect(self) -> Iterator[Metric]:
+        merged: dict[str, Metric] = {}
+        for collector in self.collectors:
+            for family in collector.collect():  # fresh families at each scrape
+                known = merged.setdefault(family.name, family)
+                if known is not family:
+                    known.samples.extend(family.samples)
+        yield from merged.values()

@@ -11,13 +11,14 @@ import signal
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from ..errors import NamespaceLostError, StoreClosedError
+from ..errors import NamespaceLostError, SchemaVersionError, StoreClosedError
 
 __all__ = ["FATAL_ERRORS", "EventCallback", "RuntimeEvent", "Service", "stop_on_signals"]
 
 # Errors after which a component must stop as a whole: the namespace is gone
-# (its leases and tokens mean nothing any more) or the store was closed under it.
-FATAL_ERRORS: tuple[type[BaseException], ...] = (NamespaceLostError, StoreClosedError)
+# (its leases and tokens mean nothing any more), it was migrated to a schema this
+# version does not write, or the store was closed under it.
+FATAL_ERRORS: tuple[type[BaseException], ...] = (NamespaceLostError, SchemaVersionError, StoreClosedError)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -42,6 +42,12 @@ times over). ``tasks.retention_s`` stays at its default (a day): finished tasks
 are trimmed only after that, far beyond any run (at most an hour). The verdict
 checks both anyway, and says so if anything it needed was gone.
 
+With ``--metrics-port P`` (:mod:`._metrics`) every replica and executor serves its
+process metrics (stores instrumented, a ``RuntimeCollector``) on its own loopback port
+after ``P``, and the coordinator one ``NamespaceCollector`` per namespace on ``P``;
+without it prometheus-client is not imported. docs/observability.md shows how to watch
+a run with Prometheus.
+
 The verdict (:mod:`._verdict`) is computed from the stores, not from the
 simulation's counters: every task created reached a final state; no task was
 completed twice (``task.completed`` events per task, and the records); no

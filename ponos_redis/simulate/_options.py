@@ -32,6 +32,14 @@ class SimulationOptions:
     repeated. ``namespaces`` is how many aggregator namespaces share the Redis
     (None: 1, or 3 on a cluster so they spread over its shards); each has its
     own chains.
+
+    ``metrics_port`` (None: no metrics, and prometheus-client is not imported)
+    serves Prometheus metrics: the coordinator's one ``NamespaceCollector`` per
+    namespace on that port, and each replica's and executor's process metrics
+    on the ports after it (replicas first); 0 lets the coordinator pick free
+    ports. ``metrics_linger_s`` keeps the coordinator's endpoint up that long
+    after the run, with the final reading, so that Prometheus scrapes the end
+    state.
     """
 
     duration_s: float = 20.0
@@ -50,6 +58,8 @@ class SimulationOptions:
     block_time_s: float = 0.25
     task_lease_s: float = 3.0
     drain_timeout_s: float = 30.0
+    metrics_port: int | None = None
+    metrics_linger_s: float = 0.0
 
     def __post_init__(self) -> None:
         def bounded(name: str, value: float, low: float, high: float) -> None:
@@ -67,6 +77,12 @@ class SimulationOptions:
             bounded("namespaces", self.namespaces, 1, MAX_NAMESPACES)
         if self.seed is not None:
             bounded("seed", self.seed, 0, 2**63 - 1)
+        bounded("metrics linger", self.metrics_linger_s, 0.0, MAX_DURATION_S)
+        if self.metrics_port is not None:
+            # The namespace endpoint, then one port per replica and executor.
+            bounded("metrics port", self.metrics_port, 0, 65535 - self.replicas - self.executors)
+        elif self.metrics_linger_s:
+            raise InvalidInputError("--metrics-linger needs --metrics-port")
         if self.topology not in ("single", "sentinel", "cluster"):
             raise InvalidInputError(f"topology must be single, sentinel or cluster, got {self.topology!r}")
         if self.memory and (self.redis_url or self.topology != "single"):

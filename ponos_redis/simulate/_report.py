@@ -53,6 +53,7 @@ class SimulationReport:
     error: str | None = None
     log_dir: str | None = None
     elapsed_s: float = 0.0
+    metrics: dict[str, Any] | None = None  # the scrape targets, with --metrics-port
 
     @property
     def ok(self) -> bool:
@@ -85,6 +86,7 @@ class SimulationReport:
             "invariants": [i.to_dict() for i in self.invariants],
             "error": self.error,
             "log_dir": self.log_dir,
+            "metrics": self.metrics,
         }
 
     def to_json(self) -> str:

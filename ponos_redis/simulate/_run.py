@@ -7,6 +7,12 @@ at ``genesis_time``) → the fault schedule while the chains run for
 at most ``drain_timeout_s``) → a graceful stop of every node → the verdict
 from the stores → the report. Every wait is bounded in time; every process is
 stopped on the way out, by PID, whatever happened (an error, Ctrl-C).
+
+With ``metrics_port`` (:mod:`._metrics`) the coordinator serves one
+``NamespaceCollector`` per namespace from before the nodes start; after the
+verdict it takes a final reading and keeps serving it ``metrics_linger_s``
+seconds (Ctrl-C or SIGTERM ends the wait early), so that Prometheus scrapes
+the end state.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
@@ -39,11 +45,15 @@ from ._chains import CHAIN_IDS, TASKS_PER_BLOCK, ChainSpec
 from ._display import Display, LiveState, ProcessView
 from ._execlog import ExecutionLog, MemoryExecutionLog, RedisExecutionLog
 from ._faults import REDIS_DOWN_S, PlannedFault, plan_faults
+from ._metrics import MetricsPorts, linger, plan_metrics_ports
 from ._nodes import InProcessNode, NodeRunner
 from ._options import SimulationOptions
 from ._procs import Child
 from ._report import FaultRecord, SimulationReport
 from ._verdict import ReplicaKill, collect_evidence, judge
+
+if TYPE_CHECKING:
+    from ._exporters import NamespaceMetrics
 
 __all__ = ["RunContext", "run_simulation"]
 
@@ -104,15 +114,20 @@ async def run_simulation(
         live: show the live view; default: when ``console`` is a terminal.
         before_verdict: awaited after the run, before the verdict reads the stores
             (for tests that break an invariant on purpose).
+
+    Raises:
+        InvalidInputError: a port the metrics need (``metrics_port``) is in use;
+            nothing was started.
     """
     opts = (options or SimulationOptions()).with_seed()
     console = console or Console(stderr=True)
     show = console.is_terminal if live is None else live
+    ports = plan_metrics_ports(opts)
     backend = Backend(opts)
     started = time.monotonic()
     try:
         await asyncio.to_thread(backend.start)
-        coordinator = _Coordinator(opts, backend, console, show, before_verdict)
+        coordinator = _Coordinator(opts, backend, console, show, before_verdict, ports)
         report = await coordinator.run()
     except BaseException:
         backend.stop()
@@ -150,6 +165,7 @@ class _Coordinator:
         console: Console,
         live: bool,
         before_verdict: BeforeVerdict | None,
+        metrics_ports: MetricsPorts | None = None,
     ) -> None:
         assert options.seed is not None
         self.opts = options
@@ -158,6 +174,8 @@ class _Coordinator:
         self.console = console
         self.live = live
         self.before_verdict = before_verdict
+        self.metrics_ports = metrics_ports
+        self.namespace_metrics: NamespaceMetrics | None = None
         self.rng = random.Random(f"run-{self.seed}")
         self.run_id = f"sim{self.seed % 1_000_000}-{uuid.uuid4().hex[:6]}"
         self.in_process = backend.is_memory
@@ -294,8 +312,10 @@ class _Coordinator:
             ports.add(find_free_port())
         storage = self._storage_mapping()
         for j, (ns, port) in enumerate(zip(self.executor_namespaces, sorted(ports), strict=True)):
+            name = f"executor-{j + 1}"
             spec = {"storage": storage, "namespace": ns, "operator": "0x" + f"{j + 1:040x}", "port": port}
-            self.executors.append(self._node(f"executor-{j + 1}", "executor", spec))
+            spec["metrics_port"] = self._metrics_port(name)
+            self.executors.append(self._node(name, "executor", spec))
         await asyncio.gather(*(self._start(n) for n in self.executors))
 
         boot = 0.3 if self.in_process else _PROCESS_BOOT_S
@@ -326,8 +346,55 @@ class _Coordinator:
             "signature_timeout_s": SIGNATURE_TIMEOUT_S,
         }
         for i in range(self.opts.replicas):
-            self.replicas.append(self._node(f"replica-{i + 1}", "replica", spec))
+            name = f"replica-{i + 1}"
+            self.replicas.append(
+                self._node(name, "replica", {**spec, "metrics_port": self._metrics_port(name)})
+            )
         await asyncio.gather(*(self._start(n) for n in self.replicas))
+
+    def _metrics_port(self, name: str) -> int | None:
+        """The port node ``name`` serves its process metrics on (None: no metrics)."""
+        ports = self.metrics_ports
+        if ports is None:
+            return None
+        return ports.replicas.get(name, ports.executors.get(name))
+
+    # -- metrics (--metrics-port) ----------------------------------------------------------
+
+    async def _start_namespace_metrics(self) -> None:
+        if self.metrics_ports is None:
+            return
+        from ._exporters import NamespaceMetrics, required_replicas  # only now: prometheus-client
+
+        self.namespace_metrics = NamespaceMetrics(
+            self.stores,
+            self.metrics_ports.namespaces,
+            replicas_required=required_replicas(self.storage.redis),
+        )
+        await self.namespace_metrics.start()
+
+    async def _final_metrics(self) -> None:
+        """Read the namespaces once more now that nothing runs, and serve that reading
+        ``metrics_linger_s`` seconds."""
+        metrics = self.namespace_metrics
+        if metrics is None or metrics.server is None:
+            return
+        if not await metrics.final_reading():
+            self.notes.append("metrics: the final reading of the namespaces failed")
+        seconds = self.opts.metrics_linger_s
+        if seconds <= 0:
+            return
+        url = metrics.server.url
+
+        def announce() -> None:
+            self.console.print(
+                f"metrics: the run is over; serving the final reading of the namespaces at {url} "
+                f"for {seconds:g} s more (Ctrl-C ends it)",
+                highlight=False,
+                soft_wrap=True,
+            )
+
+        await linger(seconds, announce)
 
     def _note_unexpected_exits(self) -> None:
         for node in [*self.replicas, *self.executors]:
@@ -498,7 +565,33 @@ class _Coordinator:
             self.notes.append(f"Redis faults skipped: {why} to restart")
         if self.backend.kind == "external":
             self.notes.append(f"namespaces {self.run_id}-* are left in the Redis at --redis-url")
+        if self.metrics_ports is not None:
+            report.metrics = {**self.metrics_ports.to_dict(), "linger_s": opts.metrics_linger_s}
+            for line in self.metrics_ports.lines():
+                self.console.print(line, highlight=False, soft_wrap=True)
         background: list[asyncio.Task[None]] = []
+        try:
+            await self._run(report, plan, background)
+            await self._final_metrics()  # after the verdict, or an error; not after Ctrl-C
+        finally:
+            for task in background:
+                task.cancel()
+            if self.namespace_metrics is not None:
+                self.namespace_metrics.close()
+            await self._close_stores()
+        report.notes = self.notes
+        report.faults = self.fault_log
+        report.counters = dict(self.counters)
+        if (report.ok and not self.keep_logs) or self.in_process:
+            shutil.rmtree(self.log_dir, ignore_errors=True)
+        else:
+            report.log_dir = str(self.log_dir)
+        return report
+
+    async def _run(
+        self, report: SimulationReport, plan: list[PlannedFault], background: list[asyncio.Task[None]]
+    ) -> None:
+        opts = self.opts
         try:
             with (
                 _logs_to(self.log_dir / "coordinator.log"),
@@ -509,6 +602,7 @@ class _Coordinator:
                 report.namespaces = list(self.namespaces)
                 for ns in self.namespaces:
                     self.stores[ns] = await open_aggregator_store(self.storage, namespace=ns)
+                await self._start_namespace_metrics()
                 self.state.phase = "starting executors and replicas"
                 await self._start_all()
                 self.state.chain_started = time.monotonic() + (self.genesis - time.time())
@@ -543,18 +637,8 @@ class _Coordinator:
                 raise
             report.error = f"{type(exc).__name__}: {exc}"
             log.debug("run failed", exc_info=True)
-        finally:
-            for task in background:
-                task.cancel()
-            await self._close_stores()
-        report.notes = self.notes
-        report.faults = self.fault_log
-        report.counters = dict(self.counters)
-        if (report.ok and not self.keep_logs) or self.in_process:
-            shutil.rmtree(self.log_dir, ignore_errors=True)
-        else:
-            report.log_dir = str(self.log_dir)
-        return report
+        for task in background:  # nothing runs any more: the final reading sees the end state
+            task.cancel()
 
     async def _judge(self, report: SimulationReport) -> None:
         if self.before_verdict is not None:

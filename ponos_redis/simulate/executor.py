@@ -14,6 +14,10 @@ so after ``recover()``): it runs again when delivered again. The performer
 then looks in the execution log first, as a performer with a real side effect
 would consult that side effect's own record, and does not repeat one that
 was already made.
+
+With ``metrics_port`` in its spec (``simulate --metrics-port``) its store is
+wrapped by ``instrument()``, a ``RuntimeCollector`` reads its runtime, and it
+serves them on that loopback port (:mod:`._exporters`).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import contextlib
 import hashlib
 import logging
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -37,6 +41,9 @@ from ._child import Emit, child_main
 from ._execlog import ExecutionLog, MemoryExecutionLog, RedisExecutionLog
 from ._guard import StoreGuard
 from ._jsonl import JsonLineServer, serve
+
+if TYPE_CHECKING:
+    from ._exporters import ProcessMetrics
 
 __all__ = ["ExecutorNode"]
 
@@ -69,6 +76,7 @@ class ExecutorNode:
         self._already_done: set[str] = set()  # interrupted tasks whose side effect was made
         self.runtime: ExecutorRuntime | None = None
         self.log: ExecutionLog | None = None
+        self.metrics: ProcessMetrics | None = None
 
     def crash(self) -> None:
         self._crashed = True
@@ -117,8 +125,12 @@ class ExecutorNode:
             else:
                 assert self.config.redis is not None
                 self.log = RedisExecutionLog(self.config.redis)
+            if self.spec.get("metrics_port") is not None:
+                from ._exporters import ProcessMetrics  # only now: prometheus-client
+
+                self.metrics = ProcessMetrics(int(self.spec["metrics_port"]))
             store = await open_executor_store(self.config, namespace=self.namespace)
-            self._guard = StoreGuard(store)
+            self._guard = StoreGuard(store if self.metrics is None else self.metrics.executor(store))
             runtime = ExecutorRuntime(
                 self._guard.executor_store,
                 self.operator,
@@ -132,6 +144,9 @@ class ExecutorNode:
                 logged = {task_id for task_id, _ in await self.log.read(self.namespace)}
                 self._already_done = {r.task_id for r in interrupted} & logged
             self.runtime = runtime
+            if self.metrics is not None:
+                self.metrics.add(runtime)
+                self.metrics.start()
             self._server = await serve(self._serve, int(self.spec["port"]))
             self.emit({"kind": "ready", "owner": self.operator, "recovered": len(interrupted)})
             while not stop.is_set():
@@ -140,6 +155,8 @@ class ExecutorNode:
                 self._stats()
             return 0
         finally:
+            if self.metrics is not None:
+                self.metrics.close()
             if self._server is not None:
                 self._server.close()
                 with contextlib.suppress(Exception):

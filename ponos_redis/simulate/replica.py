@@ -24,6 +24,11 @@ Its owner id is ``<name>.<incarnation>``: a replica restarted after a SIGKILL
 is a new owner, as a restarted pod is, and must wait for the old leases to
 lapse like everybody else.
 
+With ``metrics_port`` in its spec (``simulate --metrics-port``) its stores are
+wrapped by ``instrument()``, a ``RuntimeCollector`` reads its services, and it
+serves them on that loopback port (:mod:`._exporters`); without it,
+prometheus-client is not imported.
+
 Reports (JSON lines on stdout, :mod:`._child`): ``ready``; ``rt`` for the
 runtime events the coordinator tracks (lease acquired / lost, reorg, stale
 ...); ``stale_completion`` when the store refuses a completion; ``stats``
@@ -36,7 +41,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._open import open_aggregator_store
 from ..config import StorageConfig
@@ -47,6 +52,9 @@ from ._chains import MAX_REORG_DEPTH, ChainSpec
 from ._child import Emit, child_main
 from ._guard import StoreGuard
 from ._operators import CALL_TIMEOUT_S, OperatorClient
+
+if TYPE_CHECKING:
+    from ._exporters import ProcessMetrics
 
 __all__ = ["ReplicaNode", "TRACKED_EVENTS"]
 
@@ -76,6 +84,7 @@ class ReplicaNode:
         self.workers: list[TaskWorker] = []
         self.pollers: list[ChainPoller] = []
         self.reapers: list[Reaper] = []
+        self.metrics: ProcessMetrics | None = None
         self._crashed = False
 
     def crash(self) -> None:
@@ -133,7 +142,8 @@ class ReplicaNode:
         stores: dict[str, AggregatorStore] = {}
         for namespace in self.spec["namespaces"]:
             store = await open_aggregator_store(self.config, namespace=namespace)
-            guard = StoreGuard(store, self._on_stale_completion(namespace))
+            measured = store if self.metrics is None else self.metrics.aggregator(store)
+            guard = StoreGuard(measured, self._on_stale_completion(namespace))
             self.guards.append(guard)
             stores[namespace] = store
         return stores
@@ -147,6 +157,10 @@ class ReplicaNode:
         tasks: list[asyncio.Task[None]] = []
         stopper: asyncio.Task[bool] | None = None
         try:
+            if spec.get("metrics_port") is not None:
+                from ._exporters import ProcessMetrics  # only now: prometheus-client
+
+                self.metrics = ProcessMetrics(int(spec["metrics_port"]))
             stores = await self._open()
             for guard in self.guards:
                 ns = guard.namespace
@@ -179,6 +193,9 @@ class ReplicaNode:
                         )
                     )
             services: list[TaskWorker | Reaper | ChainPoller] = [*self.pollers, *self.workers, *self.reapers]
+            if self.metrics is not None:
+                self.metrics.add(*services)
+                self.metrics.start()
             tasks = [asyncio.create_task(s.run(), name=f"{self.owner} {type(s).__name__}") for s in services]
             self.emit({"kind": "ready", "owner": self.owner})
             stopper = asyncio.create_task(stop.wait())
@@ -203,6 +220,8 @@ class ReplicaNode:
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
             await operators.close()
+            if self.metrics is not None:
+                self.metrics.close()
             for store in stores.values():
                 with contextlib.suppress(Exception):
                     await store.close()

@@ -1,6 +1,7 @@
 """The ``ponos-redis`` command never prints a traceback: every error is one ``error: ...`` line
-on stderr, without any part of a password, and the exit code is 2 for invalid input, 1 for
-anything else. Each case runs the real command in subprocesses, all commands at once."""
+on stderr, without any part of a password, and the exit code is 2 for invalid input, 3 for
+what does not exist, 4 for an unreachable Redis, 1 for anything else. Each case runs the real
+command in subprocesses, all commands at once."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ PASSWORD = "s3cretpw"
 UNREACHABLE = "127.0.0.1:1"  # nothing listens on port 1
 EXIT_ERROR = 1
 EXIT_INVALID = 2
+EXIT_NOT_FOUND = 3
+EXIT_UNREACHABLE = 4
 
 
 def _command() -> list[str]:
@@ -36,6 +39,17 @@ def _invocations(store: str) -> dict[str, list[str]]:
         "reap": ["reap", "--store", store],
         "doctor": ["doctor", "--store", store],
         "namespace create": ["namespace", "create", "--store", store],
+        "tasks list": ["tasks", "list", "--store", store, "--json"],
+        "leases": ["leases", "--store", store],
+        "chains": ["chains", "--store", store],
+        "performers": ["performers", "--store", store],
+        "inflight": ["inflight", "--store", store],
+        "deployments list": ["deployments", "list", "--store", store],
+        "deployments show": ["deployments", "show", "--store", store, "dep-1"],
+        "tasks requeue": ["tasks", "requeue", "--store", store, "task-1", "--yes"],
+        "tasks fail (bulk)": ["tasks", "fail", "--store", store, "--status", "pending"],
+        "rewind": ["rewind", "--store", store, "1", "1"],
+        "check": ["check", "--store", store, "--timeout", "3"],
     }
 
 
@@ -125,14 +139,14 @@ def test_unreachable_redis_from_a_config_file(tmp_path: Path) -> None:
         encoding="utf-8",
     )
     for outcome in _run_all(_invocations(str(config))).values():
-        _assert_clean_error(outcome, EXIT_ERROR, mentions="StoreUnavailableError", secrets=(PASSWORD,))
+        _assert_clean_error(outcome, EXIT_UNREACHABLE, mentions="StoreUnavailableError", secrets=(PASSWORD,))
 
 
 def test_unreachable_redis_url() -> None:
     # The default retry budget: every command waits for it (concurrently), then gives up.
     url = f"redis://:{PASSWORD}@{UNREACHABLE}/0"
     for outcome in _run_all(_with_demo(url), timeout_s=90.0).values():
-        _assert_clean_error(outcome, EXIT_ERROR, mentions="StoreUnavailableError", secrets=(PASSWORD,))
+        _assert_clean_error(outcome, EXIT_UNREACHABLE, mentions="StoreUnavailableError", secrets=(PASSWORD,))
 
 
 def test_config_file_errors_do_not_quote_the_file(tmp_path: Path) -> None:
@@ -155,6 +169,10 @@ def test_invalid_arguments_on_memory() -> None:
             "limit": ["pending", "--store", "memory", "--limit", "-1"],
             "avs": ["pending", "--store", "memory", "--avs", "0x12"],
             "event-id": ["events", "--store", "memory", "--after", "garbage"],
+            "list-avs": ["tasks", "list", "--store", "memory", "--avs", "0x12"],
+            "list-limit": ["tasks", "list", "--store", "memory", "--limit", "-1"],
+            "leases-limit": ["leases", "--store", "memory", "--limit", "-5"],
+            "requeue-id": ["tasks", "requeue", "--store", "memory", "a b", "--yes"],
             "long-store": ["status", "--store", "x" * 5000],
         }
     )
@@ -162,9 +180,16 @@ def test_invalid_arguments_on_memory() -> None:
         _assert_clean_error(outcome, EXIT_INVALID, mentions="InvalidInputError")
 
 
-def test_not_found_is_an_error_not_invalid_input() -> None:
-    [outcome] = _run_all({"show": ["show", "--store", "memory", "no-such-task"]}).values()
-    _assert_clean_error(outcome, EXIT_ERROR, mentions="NotFoundError")
+def test_not_found_has_its_own_exit_code() -> None:
+    outcomes = _run_all(
+        {
+            "show": ["show", "--store", "memory", "no-such-task"],
+            "deployment": ["deployments", "show", "--store", "memory", "no-such-deployment"],
+            "requeue": ["tasks", "requeue", "--store", "memory", "no-such-task", "--yes"],
+        }
+    )
+    for outcome in outcomes.values():
+        _assert_clean_error(outcome, EXIT_NOT_FOUND, mentions="NotFoundError")
 
 
 def test_missing_store_is_a_usage_error() -> None:

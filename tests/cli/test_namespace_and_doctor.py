@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,10 @@ pytestmark = [pytest.mark.redis_only, pytest.mark.timeout(60)]
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     script = Path(sys.executable).with_name("ponos-redis")
-    return subprocess.run([str(script), *args], capture_output=True, text=True, timeout=30, check=False)
+    env = {**os.environ, "COLUMNS": "250"}  # wide enough for a namespace's key names
+    return subprocess.run(
+        [str(script), *args], capture_output=True, text=True, timeout=30, check=False, env=env
+    )
 
 
 def _config_file(tmp_path: object, url: str, namespace: str) -> str:

@@ -48,7 +48,7 @@ def _pair_id(pair: tuple[object, object]) -> str:
 def test_the_tables_are_what_this_suite_expects() -> None:
     # A guard: if the table changes, the generated cases below change with it,
     # and the specific expectations further down must be revisited.
-    assert set(ALLOWED_OVERRIDES) == {(P, R), (P, F), (R, C), (R, F), (R, P)}
+    assert set(ALLOWED_OVERRIDES) == {(P, R), (P, F), (R, C), (R, F), (R, P), (F, P)}
     assert set(TASK_OPERATIONS) >= set(TOKEN_OPS)
     assert all(TASK_OPERATIONS[op][0] == R for op in TOKEN_OPS)
 
@@ -113,7 +113,11 @@ async def test_allowed_override_lands_on_target(
     after = await store.get_task("t1")
     assert after.status == target
     assert after.task == before.task
-    assert after.attempts == before.attempts  # an override is never an attempt
+    if (current, target) == (F, P):
+        assert after.attempts == 0  # the operator's requeue: a full set of attempts again
+        assert after.last_error == before.last_error  # why it failed stays readable
+    else:
+        assert after.attempts == before.attempts  # an override is never an attempt
     assert after.created_at == before.created_at
     assert after.updated_at == now
     assert after.token is not None
@@ -276,9 +280,44 @@ async def test_reap_ignores_tasks_that_are_not_processing(
 async def test_final_statuses_are_final(aggregator: AggregatorStore) -> None:
     done = await task_in_status(aggregator, C, "done")
     failed = await task_in_status(aggregator, F, "failed")
-    for record in (done, failed):
-        others = [s for s in TaskStatus if s != record.status]
+    for record, allowed in ((done, set()), (failed, {P})):  # failed: only the operator's requeue
+        others = [s for s in TaskStatus if s != record.status and s not in allowed]
         for target in others:
             with pytest.raises(InvalidTransitionError):
                 await aggregator.update_task_status(record.task.task_id, target)
         assert await aggregator.get_task(record.task.task_id) == record
+
+
+# ---------------------------------------------------------------- the operator's requeue of a failed task
+
+
+async def test_requeued_failed_task_runs_again_with_fresh_attempts(
+    make_aggregator: AggregatorFactory, clock: ManualClock
+) -> None:
+    store = await make_aggregator(max_attempts=2)
+    await store.save_tasks([make_task("first"), make_task("second")])
+    holder = await claim_one(store, "first")
+    await store.fail_task("first", holder.token, "upstream down", retry=True)
+    clock.advance(1)
+    [again] = await store.claim_tasks("r", limit=1, lease_s=30)
+    assert (again.task.task_id, again.attempt) == ("first", 2)
+    await store.fail_task("first", again.token, "upstream still down", retry=True)
+    failed = await store.get_task("first")
+    assert (failed.status, failed.attempts) == (F, 2)  # attempts used up: failed for good
+
+    clock.advance(1)
+    await store.update_task_status("first", P)
+    requeued = await store.get_task("first")
+    assert (requeued.status, requeued.attempts, requeued.owner) == (P, 0, None)
+    assert requeued.token is not None
+    assert failed.token is not None
+    assert requeued.token > failed.token
+    assert requeued.last_error == "upstream still down (no retry: 2 of 2 attempts used)"
+    # Its place in the queue is the one it was saved with: ahead of "second".
+    assert [t.task_id for t in await store.list_pending_tasks()] == ["first", "second"]
+    with pytest.raises(StaleLeaseError):
+        await store.complete_task("first", again.token)  # the old holder changes nothing
+    [claimed] = await store.claim_tasks("r", limit=1, lease_s=30)
+    assert (claimed.task.task_id, claimed.attempt) == ("first", 1)
+    await store.complete_task("first", claimed.token)
+    assert (await store.get_task("first")).status == C

@@ -93,4 +93,7 @@ async def test_denied_config_reads_as_unknown(config_denied: RedisServer) -> Non
     store = await RedisAggregatorStore.open(cfg(config_denied.url, "aof", strict=False))
     facts = await store.server_facts()
     await store.close()
-    assert facts.appendonly == "unknown"
+    # INFO tells what CONFIG would not: AOF on, noeviction; appendfsync only CONFIG says.
+    assert (facts.appendonly, facts.maxmemory_policy) == ("yes", "noeviction")
+    assert facts.appendfsync == "unknown"
+    assert facts.redis_version.startswith(("7.", "8.", "9."))

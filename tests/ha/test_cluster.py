@@ -18,6 +18,7 @@ module keeps to a subset that touches every script, to stay fast.
 from __future__ import annotations
 
 import asyncio
+import io
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -58,7 +59,8 @@ from ponos_redis._redis_server import RedisServer, find_free_port
 from ponos_redis._scripts import SCRIPT_NAMES
 from ponos_redis._topology import ClusterTopology, command
 from ponos_redis.backends.redis import RedisAggregatorStore, RedisExecutorStore
-from ponos_redis.keys import Keys
+from ponos_redis.keys import SCHEMA_VERSION, Keys
+from ponos_redis.ops import export_namespace, import_namespace, migrate_namespace
 
 pytestmark = [pytest.mark.redis_only, pytest.mark.timeout(90), needs("redis-server", "redis-cli")]
 
@@ -236,6 +238,28 @@ async def test_every_script_runs_on_every_shard(
         command(port, "HSET", Keys(namespace).task("t-unreadable"), "chain_id", "oops")
         claimed = await agg.claim_tasks("w", limit=10, lease_s=10)
         assert "t-unreadable" not in {c.task.task_id for c in claimed}
+        # import_tasks, import_records: the namespace exported (SCAN on its shard) and
+        # imported into itself, where every record is already, the same.
+        exported = io.BytesIO()
+        await export_namespace(agg, exported)
+        exported.seek(0)
+        imported = await import_namespace(agg, exported)
+        assert imported.written == 0
+        assert imported.identical > 0
+        # migrate_begin, migrate_chain_index: as a namespace of the first layout, migrated.
+        command(port, "HSET", Keys(namespace).meta, "schema_version", "1")
+        migrated = await migrate_namespace(agg)
+        assert migrated.to_version == SCHEMA_VERSION
+        assert migrated.examined > 0
+        # repair_index (doctor --repair): an index entry whose record is gone is dropped.
+        keys = Keys(namespace)
+        pending = keys.tasks(TaskStatus.PENDING)
+        command(port, "ZADD", pending, "1", "t-gone")
+        reply = await agg._script(
+            "repair_index", [keys.events, pending, keys.task("t-gone")], ["", 1000, "t-gone", "gone"]
+        )
+        assert reply[0] == b"OK"
+        assert command(port, "ZSCORE", pending, "t-gone") is None
         return seen
 
     async with asyncio.timeout(30):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -24,6 +25,10 @@ from ponos_redis import (
 from ponos_redis._redis_server import RedisServer, redis_server_available
 from ponos_redis._scripts import SCRIPT_NAMES, script_source
 from ponos_redis.backends.redis import RedisAggregatorStore, RedisExecutorStore
+from ponos_redis.keys import SCHEMA_VERSION
+from ponos_redis.ops import export_namespace, import_namespace, migrate_namespace
+from ponos_redis.ops.doctor import diagnose, repair
+from ponos_redis.ops.inspect import RedisNamespaceView, inspect_namespace
 
 pytestmark = [pytest.mark.redis_only, pytest.mark.timeout(30)]
 
@@ -183,8 +188,44 @@ async def test_every_script_reloads_after_script_flush(stores: Stores, raw: aior
         assert await aggregator.claim_tasks("replica-a", limit=5, lease_s=30) == []
         assert await raw.zscore(aggregator.keys.set_aside, "t-unreadable") is not None
 
+    async def import_same() -> None:
+        # Export the namespace and import it into itself: every record is there, the same.
+        exported = io.BytesIO()
+        await export_namespace(aggregator, exported)
+        exported.seek(0)
+        report = await import_namespace(aggregator, exported)
+        assert report.written == 0
+        assert report.identical > 0
+
+    async def migrate() -> None:
+        # As a namespace of the first layout: migrate moves it to this one (the stores
+        # opened on it before stop; the one that migrated it goes on).
+        await raw.hset(aggregator.keys.meta, "schema_version", "1")
+        report = await migrate_namespace(aggregator)
+        assert (report.from_version, report.to_version) == (1, SCHEMA_VERSION)
+
+    async def repair_index() -> None:
+        # doctor --repair: an index entry whose record is gone is dropped by its script.
+        await raw.zadd(aggregator.keys.tasks(TaskStatus.PENDING), {"t-gone": 1})
+        async with inspect_namespace(stores.config()) as view:
+            assert isinstance(view, RedisNamespaceView)
+            report, repairs = await diagnose(view)
+            assert not report.ok
+            done = await repair(view, repairs, None)
+        assert "dropped 1 stale index entry" in done[0]
+        assert await raw.zscore(aggregator.keys.tasks(TaskStatus.PENDING), "t-gone") is None
+
     opening: list[Step] = [("namespace_open", stores.aggregator), ("set_aside", set_aside)]
-    for name, step in [*aggregator_steps(aggregator, state), *executor_steps(executor), *opening]:
+    data: list[Step] = [
+        ("export_hashes", import_same),
+        ("import_tasks", import_same),
+        ("import_records", import_same),
+        ("migrate_begin", migrate),
+        ("migrate_chain_index", migrate),
+        ("repair_index", repair_index),
+    ]
+    steps = [*aggregator_steps(aggregator, state), *executor_steps(executor), *opening, *data]
+    for name, step in steps:
         await flush(raw)
         await step()
         assert await raw.script_exists(sha(name)) == [True], f"{name} did not run its own script"

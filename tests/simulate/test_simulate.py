@@ -65,6 +65,8 @@ def invariant(report: dict[str, Any], name: str) -> dict[str, Any]:
         (["--replicas", "0"], "replicas must be from 1 to 16"),
         (["--memory", "--topology", "cluster"], "--memory runs on the in-process fake"),
         (["--redis-url", "redis://127.0.0.1:1/0", "--topology", "sentinel"], "takes no --redis-url"),
+        (["--metrics-linger", "5"], "--metrics-linger needs --metrics-port"),
+        (["--metrics-port", "65534"], "metrics port must be from 0 to 65530"),
     ],
 )
 def test_invalid_options_are_refused_before_anything_starts(args: list[str], message: str) -> None:

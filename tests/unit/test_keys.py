@@ -3,6 +3,7 @@ between key kinds whatever the ids contain, exact chain keys. No server."""
 
 from __future__ import annotations
 
+import fnmatch
 import inspect
 import itertools
 import re
@@ -13,7 +14,7 @@ import pytest
 from redis.crc import key_slot
 
 from ponos_redis import InvalidInputError, TaskStatus
-from ponos_redis.keys import Keys
+from ponos_redis.keys import Keys, parse_key
 
 NS = "ns-1"
 
@@ -59,9 +60,15 @@ _SAMPLES: dict[str, list[Any]] = {
 }
 
 
+# SCAN MATCH patterns, not keys.
+_PATTERNS = {"pattern", "chain_pattern", "runner_pattern"}
+
+
 def _builders() -> list[tuple[str, Any]]:
     return [
-        (name, attr) for name, attr in vars(Keys).items() if not name.startswith("_") and name != "namespace"
+        (name, attr)
+        for name, attr in vars(Keys).items()
+        if not name.startswith("_") and name != "namespace" and name not in _PATTERNS
     ]
 
 
@@ -83,6 +90,31 @@ def all_keys(keys: Keys) -> Iterator[tuple[str, tuple[Any, ...], str]]:
 def test_every_key_kind_is_exercised() -> None:
     kinds = {kind for kind, _, _ in all_keys(Keys(NS))}
     assert kinds == {name for name, _ in _builders()} - {"prefix"}
+
+
+def test_every_key_is_told_apart_from_the_others() -> None:
+    # parse_key (what doctor and the views use) names each key's kind and id, whatever the id.
+    keys = Keys(NS)
+    refs: dict[tuple[str, str], str] = {}
+    for kind, args, key in all_keys(keys):
+        ref = parse_key(keys, key)
+        assert ref is not None, (kind, args, key)
+        if args:
+            assert ref.ident.endswith(str(args[-1].value if isinstance(args[-1], TaskStatus) else args[-1]))
+        assert refs.setdefault((ref.kind, ref.ident), key) == key, (
+            f"{key!r} and {refs[(ref.kind, ref.ident)]!r}"
+        )
+    assert parse_key(keys, Keys("other").meta) is None
+
+
+def test_patterns_match_the_keys_they_name() -> None:
+    keys = Keys(NS)
+    for kind, _, key in all_keys(keys):
+        assert fnmatch.fnmatchcase(key, keys.pattern.replace("[", "[[]")), key
+        if kind in ("chain", "blocks", "block_index", "chain_tasks"):
+            assert fnmatch.fnmatchcase(key, keys.chain_pattern), key
+        if kind == "runner":
+            assert fnmatch.fnmatchcase(key, keys.runner_pattern), key
 
 
 def test_every_key_starts_with_the_namespace_prefix_and_hash_tag() -> None:

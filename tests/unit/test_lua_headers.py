@@ -13,7 +13,7 @@ from ponos_redis._scripts import SCRIPT_NAMES, lua_dir, script_header, script_so
 from ponos_redis.models import DeploymentStatus, TaskStatus
 from ponos_redis.transitions import DEPLOYMENT_TRANSITIONS, TASK_OVERRIDES
 
-READ_ONLY = {"is_processed"}
+READ_ONLY = {"is_processed", "export_hashes"}
 # Commands that change data; a script with none of them must declare flags=no-writes.
 WRITE_COMMANDS = {
     "SET",
