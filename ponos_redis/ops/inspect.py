@@ -829,12 +829,7 @@ class RedisNamespaceView(NamespaceView):
         skip: frozenset[str] = frozenset(),
         owner: str | None = None,
     ) -> list[TaskView]:
-        n = v.limit(limit)
-        avs = None if avs is None else v.address(avs, "avs")
-        cutoff_ms = None
-        if older_than_s is not None:
-            now, _ = await self.now()
-            cutoff_ms = v.to_ms(now) - round(v.duration(older_than_s, "older_than_s", allow_zero=True) * 1000)
+        n, avs, cutoff_ms = await _task_filter(self, limit, avs, older_than_s)
         statuses: list[TaskStatus | Literal["set-aside"]] = list(TaskStatus) if status is None else [status]
         result: list[TaskView] = []
         for selected in statuses:
@@ -1159,12 +1154,7 @@ class MemoryNamespaceView(NamespaceView):
         skip: frozenset[str] = frozenset(),
         owner: str | None = None,
     ) -> list[TaskView]:
-        n = v.limit(limit)
-        avs = None if avs is None else v.address(avs, "avs")
-        cutoff_ms = None
-        if older_than_s is not None:
-            now, _ = await self.now()
-            cutoff_ms = v.to_ms(now) - round(v.duration(older_than_s, "older_than_s", allow_zero=True) * 1000)
+        n, avs, cutoff_ms = await _task_filter(self, limit, avs, older_than_s)
         if status == SET_ASIDE:
             return []  # the fake never meets an unreadable record
         order = {
@@ -1327,3 +1317,15 @@ async def inspect_namespace(
         yield redis_view
     finally:
         await redis_view.close()
+
+
+async def _task_filter(
+    view: NamespaceView, limit: int, avs: str | None, older_than_s: float | None
+) -> tuple[int, str | None, int | None]:
+    """A task listing's validated limit and AVS, and its age cut-off in ms (None: any age)."""
+    n = v.limit(limit)
+    avs = None if avs is None else v.address(avs, "avs")
+    if older_than_s is None:
+        return n, avs, None
+    now, _ = await view.now()
+    return n, avs, v.to_ms(now) - round(v.duration(older_than_s, "older_than_s", allow_zero=True) * 1000)
