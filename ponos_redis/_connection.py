@@ -168,7 +168,39 @@ def is_transient(exc: BaseException, *, rediscovers: bool = True) -> bool:
         # Not a RedisError: "cannot be connected" (no startup node answered) chains the
         # connection error; anything else (a key outside any slot, ...) is a bug, not retried.
         return exc.__cause__ is not None and is_transient(exc.__cause__, rediscovers=rediscovers)
-    return isinstance(exc, rexc.ResponseError) and str(exc).startswith(_RETRIED_REPLIES)
+    return isinstance(exc, rexc.ResponseError) and _reply(exc).startswith(_RETRIED_REPLIES)
+
+
+def _reply(exc: BaseException) -> str:
+    """The server's error reply in ``exc``, without redis-py's note on a pipeline's command.
+
+    In a pipeline redis-py rewrites the message of a plain ``ResponseError`` to
+    ``Command # N (...) of pipeline caused error: <reply>``; the reply is what says
+    whether the error is transient (``NOREPLICAS`` from a master cut off from its
+    replicas, say).
+    """
+    text = str(exc)
+    marker = " of pipeline caused error: "
+    if text.startswith("Command # ") and marker in text:
+        text = text.split(marker, 1)[1].lstrip("('\"")
+    return text
+
+
+def _cut_off_master(exc: BaseException) -> bool:
+    """Whether ``exc`` is a master refusing writes because it lost its replicas (``NOREPLICAS``).
+
+    Behind Sentinel that master may have been replaced on the other side of a
+    partition: the connections to it are dropped, so the next attempt asks the
+    sentinels where the master is instead of asking the same server again.
+    """
+    return isinstance(exc, rexc.ResponseError) and _reply(exc).startswith("NOREPLICAS")
+
+
+async def _forget_master(client: object) -> None:
+    """Drop the idle connections of a Sentinel client, so new ones look the master up again."""
+    pool = getattr(client, "connection_pool", None)
+    if isinstance(pool, SentinelConnectionPool):
+        await pool.disconnect(inuse_connections=False)
 
 
 def _budgeted_wait(policy: RetrySettings, offset: float = 0.0) -> Callable[[tenacity.RetryCallState], float]:
@@ -213,7 +245,12 @@ def _never_sent(exc: BaseException) -> bool:
 
 
 async def retrying(
-    policy: RetrySettings, call: Callable[[], Awaitable[T]], what: str, *, rediscovers: bool = True
+    policy: RetrySettings,
+    call: Callable[[], Awaitable[T]],
+    what: str,
+    *,
+    rediscovers: bool = True,
+    client: object | None = None,
 ) -> T:
     """Run ``call`` under the retry policy; translate what is left into our errors.
 
@@ -232,6 +269,9 @@ async def retrying(
     Args:
         rediscovers: whether the client finds a new master by itself
             (:func:`can_rediscover`): only then is ``READONLY`` worth retrying.
+        client: the client ``call`` uses; a Sentinel client's idle connections are
+            dropped after ``NOREPLICAS``, so the next attempt asks the sentinels
+            where the master is (it may have moved while this one was cut off).
     """
     started = time.monotonic()
     try:
@@ -248,7 +288,7 @@ async def retrying(
         if not is_transient(exc, rediscovers=rediscovers):
             raise _translate(exc, what, policy, rediscovers, 1, started) from None
         first: BaseException = exc
-    return await _retry_after_first(policy, call, what, rediscovers, started, first)
+    return await _retry_after_first(policy, call, what, rediscovers, started, first, client)
 
 
 def _translate(
@@ -277,17 +317,27 @@ async def _retry_after_first(
     rediscovers: bool,
     started: float,
     first: BaseException,
+    client: object | None = None,
 ) -> T:
     """The retry loop, entered after the first attempt failed with ``first`` (a transient error)."""
     offset = time.monotonic() - started
     attempts = 0
     last_error = ""
     replay = [first]
+    forget = client is not None and _cut_off_master(first)
 
     async def attempt_call() -> T:
+        nonlocal forget
         if replay:  # the first attempt, already made: its error goes through the policy
             raise replay.pop()
-        return await call()
+        if forget:
+            forget = False
+            await _forget_master(client)
+        try:
+            return await call()
+        except rexc.ResponseError as exc:
+            forget = client is not None and _cut_off_master(exc)
+            raise
 
     def before_sleep(state: tenacity.RetryCallState) -> None:
         nonlocal last_error

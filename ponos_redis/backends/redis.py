@@ -228,7 +228,9 @@ class _RedisStore(StoreLifecycle):
         self._check_open()
         if self._cluster:
             call = functools.partial(self._cluster_attempt, call)
-        return await retrying(self._redis.retry, call, what, rediscovers=self._rediscovers)
+        return await retrying(
+            self._redis.retry, call, what, rediscovers=self._rediscovers, client=self._client
+        )
 
     async def _cluster_attempt(self, call: Callable[[], Awaitable[T]]) -> T:
         """One attempt on a cluster, rediscovering the cluster's layout after it failed.

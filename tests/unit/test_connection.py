@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 from redis import exceptions as rexc
+from redis.asyncio.sentinel import SentinelConnectionPool
 
 from ponos_redis import InvalidInputError, StoreConfigurationError, StoreUnavailableError
 from ponos_redis._connection import (
@@ -50,10 +51,23 @@ def test_redact(url: str, shown: str) -> None:
         rexc.TryAgainError("TRYAGAIN"),
         rexc.ClusterDownError("CLUSTERDOWN"),
         rexc.NoScriptError("No matching script. Please use EVAL.", status_code="NOSCRIPT"),
+        # The same reply as redis-py words it when it came back for a command in a pipeline.
+        rexc.ResponseError(
+            "Command # 1 (EVALSHA 4785c8 7 ponos:{ns}:seq...) of pipeline caused error: "
+            "('NOREPLICAS Not enough good replicas to write.',)"
+        ),
     ],
 )
 def test_transient_errors_are_retried(exc: Exception) -> None:
     assert is_transient(exc)
+
+
+def test_an_error_of_a_command_in_a_pipeline_is_judged_by_its_reply() -> None:
+    wrapped = rexc.ResponseError(
+        "Command # 1 (EVALSHA 4785c8 7 ponos:{ns}:seq...) of pipeline caused error: "
+        "WRONGTYPE Operation against a key"
+    )
+    assert not is_transient(wrapped)
 
 
 @pytest.mark.parametrize(
@@ -284,3 +298,39 @@ async def test_redis_sentinel_url_parses_hosts_service_and_db() -> None:
         assert client.connection_pool.connection_kwargs["db"] == 2
     finally:
         await client.aclose()
+
+
+class _Pool(SentinelConnectionPool):
+    """A Sentinel pool that only counts how often its idle connections were dropped."""
+
+    def __init__(self) -> None:
+        self.dropped: list[bool] = []
+
+    async def disconnect(self, inuse_connections: bool = True) -> None:
+        self.dropped.append(inuse_connections)
+
+
+class _SentinelClient:
+    def __init__(self) -> None:
+        self.connection_pool = _Pool()
+
+
+async def test_noreplicas_behind_sentinel_drops_the_idle_connections_before_the_next_attempt() -> None:
+    # A master cut off from its replicas may have been replaced: the next attempt must
+    # ask the sentinels, which only a new connection does.
+    client = _SentinelClient()
+    noreplicas = rexc.ResponseError(
+        "Command # 1 (EVALSHA x 1 k) of pipeline caused error: "
+        "('NOREPLICAS Not enough good replicas to write.',)"
+    )
+    call = Flaky(noreplicas, noreplicas, succeed_after=2)
+    policy = RetrySettings(max_backoff_ms=10, total_s=5)
+    assert await retrying(policy, call, "op", client=client) == "ok"
+    assert client.connection_pool.dropped == [False, False], "once before each later attempt, idle ones only"
+
+
+async def test_other_transient_errors_keep_the_connections() -> None:
+    client = _SentinelClient()
+    call = Flaky(rexc.ConnectionError("refused"), succeed_after=2)
+    assert await retrying(RetrySettings(max_backoff_ms=10, total_s=5), call, "op", client=client) == "ok"
+    assert client.connection_pool.dropped == []
