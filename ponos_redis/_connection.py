@@ -23,9 +23,10 @@ Which errors are retried, and why a retry is safe:
 
 Errors no retry can fix raise :class:`StoreConfigurationError` at once:
 a refused password or user (``WRONGPASS``, ``NOAUTH``, redis-py's
-``AuthenticationError``), a database index the server does not have, and
-``READONLY`` from a client that cannot look for another master (a plain URL
-naming a replica; see :func:`can_rediscover`).
+``AuthenticationError``), a command or key the user's ACL does not allow
+(``NOPERM``), a database index the server does not have, and ``READONLY``
+from a client that cannot look for another master (a plain URL naming a
+replica; see :func:`can_rediscover`).
 
 redis-py's own retry is switched off (``Retry(NoBackoff(), 0)``) so this is the
 only retry layer: jittered exponential backoff, bounded by total time
@@ -135,6 +136,12 @@ def configuration_problem(exc: BaseException, *, rediscovers: bool = True) -> st
         return (
             f"authentication failed: the server refused the configured user or password "
             f"({redact(reply)}); check password_env and the credentials in the URL"
+        )
+    if isinstance(exc, rexc.NoPermissionError) or code == "NOPERM" or text.startswith("NOPERM"):
+        reply = text if text.startswith("NOPERM") else f"NOPERM {text}"
+        return (
+            f"the server refused the configured user a command or key ({redact(reply)}): the user's "
+            "ACL lacks a right this needs (the users of the shipped docker/users.acl: docs/security.md)"
         )
     if isinstance(exc, _DatabaseIndexError) or text.startswith(_NO_SUCH_DB):
         detail = text if isinstance(exc, _DatabaseIndexError) else f"the server answered {text!r}"
@@ -407,7 +414,7 @@ def _common_kwargs(settings: RedisSettings) -> dict[str, Any]:
     }
 
 
-def _sentinel_from_url(url: str) -> tuple[list[tuple[str, int]], str, int, str | None]:
+def _sentinel_from_url(url: str) -> tuple[list[tuple[str, int]], str, int, str | None, str | None]:
     parts = urlsplit(url)
     hosts: list[tuple[str, int]] = []
     netloc = parts.netloc.rpartition("@")[2]
@@ -421,10 +428,13 @@ def _sentinel_from_url(url: str) -> tuple[list[tuple[str, int]], str, int, str |
         raise InvalidInputError("redis+sentinel URL needs a service name: redis+sentinel://host:port/service")
     db = int(path[1]) if len(path) > 1 and path[1].isdigit() else 0
     password = unquote(parts.password) if parts.password else None
+    username = unquote(parts.username) if parts.username else None
     query = parse_qs(parts.query)
     if "password" in query:
         password = query["password"][0]
-    return hosts, path[0], db, password
+    if "username" in query:
+        username = query["username"][0]
+    return hosts, path[0], db, password, username
 
 
 def connect(settings: RedisSettings) -> RedisClient:
@@ -433,6 +443,8 @@ def connect(settings: RedisSettings) -> RedisClient:
     password = settings.password()
     if password is not None:
         kwargs["password"] = password
+    if settings.username is not None:
+        kwargs["username"] = settings.username  # a plain URL's own user name wins (from_url)
     if settings.cluster is not None:
         return RedisCluster(
             startup_nodes=[ClusterNode(h, p) for h, p in settings.cluster.addresses()],
@@ -445,9 +457,11 @@ def connect(settings: RedisSettings) -> RedisClient:
         hosts = settings.sentinel.addresses()
         service, db = settings.sentinel.service, 0
     elif settings.url is not None and settings.url.startswith("redis+sentinel://"):
-        hosts, service, db, url_password = _sentinel_from_url(settings.connection_url() or "")
+        hosts, service, db, url_password, url_username = _sentinel_from_url(settings.connection_url() or "")
         if url_password is not None and "password" not in kwargs:
             kwargs["password"] = url_password
+        if url_username is not None:
+            kwargs["username"] = url_username
     else:
         assert settings.url is not None
         if settings.url.startswith("unix://"):

@@ -11,6 +11,15 @@ start (such as a machine-wide Redis on 6379).
 ...     client.set("k", "v")
 ...     server.kill()  # SIGKILL, the directory (and its AOF) stays
 ...     server.restart()  # same port, directory and config file
+
+From the shipped ``docker/redis.conf`` with its access control: ``secrets`` fills
+in its ``${NAME}`` placeholders and renders ``docker/users.acl`` into the
+server's directory (the passwords reach the server through these files, never
+its command line); :attr:`RedisServer.auth` is the admin user it answers to.
+
+>>> secrets = generate_secrets()  # doctest: +SKIP
+>>> with RedisServer(conf_file=docker_file("redis.conf"), secrets=secrets) as server:  # doctest: +SKIP
+...     client = redis.Redis(port=server.port, username=server.auth[0], password=server.auth[1])
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -34,7 +44,17 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-__all__ = ["HOST", "RedisServer", "RedisServerError", "find_free_port", "redis_server_available"]
+from ._acl import ADMIN_PASSWORD_ENV, ADMIN_USER, placeholders, render, render_line
+
+__all__ = [
+    "HOST",
+    "Auth",
+    "RedisServer",
+    "RedisServerError",
+    "auth_for_port",
+    "find_free_port",
+    "redis_server_available",
+]
 
 HOST = "127.0.0.1"
 
@@ -54,8 +74,14 @@ _READY_LINE = "Ready to accept connections"
 _MANAGED_KEYS = frozenset({"bind", "daemonize", "dir", "port"})
 # Dropped from a base config: owned by RedisServer, or acted on as soon as read (logfile, dir).
 _BASE_OVERRIDDEN_KEYS = _MANAGED_KEYS | {"logfile", "pidfile", "unixsocket", "unixsocketperm"}
+# The rendered ACL file, in the server's directory (the base config's aclfile names its template).
+ACL_NAME = "users.acl"
+# Environment variables holding passwords (ponos_redis._acl), kept from the server's environment.
+_SECRET_ENV_RE = re.compile(r"PONOS_[A-Z0-9_]*PASSWORD")
 
 ExtraConfig = Mapping[str, str] | Iterable[tuple[str, str]]
+# (user name, password) to log in with; a user name of None is the default user (AUTH <password>).
+Auth = tuple[str | None, str]
 
 
 class RedisServerError(RuntimeError):
@@ -95,22 +121,45 @@ def _check_line_free(text: str, what: str) -> None:
         raise ValueError(f"{what} must not contain line breaks or NUL: {text!r}")
 
 
-def _base_conf_lines(conf_file: Path) -> list[str]:
-    """The base config's lines, with those RedisServer must own commented out.
+def _base_conf_lines(conf_file: Path, secrets: Mapping[str, str] | None) -> tuple[list[str], str | None]:
+    """The base config's lines, with those RedisServer must own commented out,
+    and the ``aclfile`` the base names (None: none).
 
     Copied rather than ``include``d: Redis acts on some directives while it
     reads them (``dir`` changes directory, ``logfile`` opens the file), so a
     ``dir /data`` meant for a container would stop the server before any
-    later line could override it.
+    later line could override it. With ``secrets``, placeholders are filled in
+    and the ``aclfile`` line is left to RedisServer (which renders the file into
+    the server's directory); without, the access control is left out: the
+    ``aclfile`` line and every line that needs a secret are commented out.
     """
     lines = [f"# Base config, copied from {conf_file}; RedisServer comments out what it sets itself."]
+    aclfile = None
     for line in conf_file.read_text(encoding="utf-8").splitlines():
         words = line.split(None, 1)
-        if words and words[0].lower() in _BASE_OVERRIDDEN_KEYS:
+        key = words[0].lower() if words else ""
+        if key == "aclfile":
+            aclfile = words[1].strip().strip('"') if len(words) > 1 else ""
+            why = "renders it itself" if secrets is not None else "no secrets: access control left out"
+            lines.append(f"# [RedisServer: {why}] {line}")
+        elif key in _BASE_OVERRIDDEN_KEYS:
             lines.append(f"# [RedisServer] {line}")
-        else:
+        elif key.startswith("#") or not placeholders(line):
             lines.append(line)
-    return lines
+        elif secrets is None:
+            lines.append(f"# [RedisServer: no secrets: access control left out] {line}")
+        else:
+            lines.append(render_line(line, secrets))
+    return lines, aclfile
+
+
+def _names_aclfile(conf_file: Path) -> bool:
+    """Whether a config file has an ``aclfile`` line."""
+    try:
+        text = conf_file.read_text(encoding="utf-8")
+    except OSError:
+        return False  # start() reports it
+    return any(line.split(None, 1)[:1] == ["aclfile"] for line in text.splitlines())
 
 
 def _normalise_extra(extra: ExtraConfig | None) -> list[tuple[str, str]]:
@@ -142,6 +191,14 @@ def _register(server: RedisServer) -> None:
 def _unregister(server: RedisServer) -> None:
     with _registry_lock:
         _registry.pop(id(server), None)
+
+
+def auth_for_port(port: int) -> Auth | None:
+    """The :attr:`RedisServer.auth` of this process's server on ``port`` (None: none known)."""
+    with _registry_lock:
+        servers = [s for s in _registry.values() if s._port == port and s._owner_pid == os.getpid()]
+    servers.sort(key=lambda s: not s.running)
+    return servers[0].auth if servers else None
 
 
 def _stop_all_at_exit() -> None:
@@ -182,6 +239,21 @@ class RedisServer:
 
     ``binary``: the program to run (name on PATH or path); it must be
     redis-server itself (or exec it), since readiness checks its PID.
+
+    ``secrets``: passwords by environment variable name (``ponos_redis._acl``),
+    for a base config with access control (the shipped ``redis.conf`` and
+    ``sentinel.conf``). Its ``${NAME}`` placeholders are filled in, and the ACL
+    file its ``aclfile`` names is rendered from ``acl_file`` (default: the file
+    of that name next to ``conf_file``, the shipped ``users.acl``) into this
+    server's directory, which ``aclfile`` then names. Without ``secrets`` the
+    base's access control is left out (its ``aclfile`` line and every line
+    needing a secret are commented out): a throwaway server whose default user
+    may do anything, as one without a base config is.
+
+    ``auth``: the (user, password) this manager logs in with to see the server
+    ready; default: the ACL file's ``ponos-admin``, when the config has an ACL
+    file and ``secrets`` has that user's password. :attr:`auth` gives it to
+    tests (``_topology.command`` uses it).
     """
 
     def __init__(
@@ -193,6 +265,9 @@ class RedisServer:
         extra: ExtraConfig | None = None,
         binary: str = "redis-server",
         keep_dir: bool = False,
+        secrets: Mapping[str, str] | None = None,
+        acl_file: Path | None = None,
+        auth: Auth | None = None,
     ) -> None:
         if port is not None and not 0 < port < 65536:
             raise ValueError(f"port must be 1-65535, got {port}")
@@ -208,6 +283,14 @@ class RedisServer:
         self._conf_file = Path(conf_file).absolute() if conf_file is not None else None
         self._extra = _normalise_extra(extra)
         self._binary = binary
+        self._secrets = dict(secrets) if secrets is not None else None
+        self._acl_file = Path(acl_file).absolute() if acl_file is not None else None
+        has_acl = any(key.lower() == "aclfile" for key, _ in self._extra) or (
+            self._conf_file is not None and _names_aclfile(self._conf_file)
+        )
+        if auth is None and has_acl and self._secrets is not None and ADMIN_PASSWORD_ENV in self._secrets:
+            auth = (ADMIN_USER, self._secrets[ADMIN_PASSWORD_ENV])
+        self._auth = auth
         self._proc: subprocess.Popen[bytes] | None = None
         self._conf_written = False
         self._dir_removed = False
@@ -228,6 +311,11 @@ class RedisServer:
     @property
     def host(self) -> str:
         return HOST
+
+    @property
+    def auth(self) -> Auth | None:
+        """The (user, password) this manager logs in with; None: the default user, no password."""
+        return self._auth
 
     @property
     def pid(self) -> int:
@@ -358,8 +446,10 @@ class RedisServer:
         d = self.dir
         extra_keys = {key.lower() for key, _ in self._extra}
         lines = ["# Written by ponos_redis._redis_server.RedisServer."]
+        aclfile = None
         if self._conf_file is not None:
-            lines += _base_conf_lines(self._conf_file)
+            base, aclfile = _base_conf_lines(self._conf_file, self._secrets)
+            lines += base
             lines.append("# RedisServer's own settings, which win over the base above.")
         defaults: list[tuple[str, str]] = [
             ("daemonize", "no"),
@@ -371,12 +461,20 @@ class RedisServer:
         ]
         if self._conf_file is None:
             defaults += [("save", '""'), ("appendonly", "no")]
+        if aclfile is not None and self._secrets is not None and "aclfile" not in extra_keys:
+            assert self._conf_file is not None
+            template = self._acl_file or self._conf_file.parent / Path(aclfile).name
+            _write_private(d / ACL_NAME, render(template.read_text(encoding="utf-8"), self._secrets))
+            defaults.append(("aclfile", _quote(str(d / ACL_NAME))))
         lines += [f"{key} {value}" for key, value in defaults if key not in extra_keys]
         lines += [f"{key} {value if value else chr(34) * 2}" for key, value in self._extra]
-        (d / CONF_NAME).write_text("\n".join(lines) + "\n", encoding="utf-8")
+        _write_private(d / CONF_NAME, "\n".join(lines) + "\n")
         self._conf_written = True
 
     def _launch(self, binary: str) -> None:
+        # The server reads its passwords from its config files: none in its environment
+        # (a test process holds them there for its stores' password_env).
+        env = {k: v for k, v in os.environ.items() if not _SECRET_ENV_RE.fullmatch(k)}
         with open(self.dir / OUT_NAME, "ab") as out:
             self._proc = subprocess.Popen(
                 [binary, str(self.dir / CONF_NAME)],
@@ -384,6 +482,7 @@ class RedisServer:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
+                env=env,
             )
 
     def _log_sizes(self) -> tuple[int, int]:
@@ -410,9 +509,12 @@ class RedisServer:
     def _wait_ready(self, deadline: float, log_offset: int, out_offset: int) -> None:
         proc = self._proc
         assert proc is not None
+        username, password = self._auth if self._auth is not None else (None, None)
         client = redis.Redis(
             host=HOST,
             port=self.port,
+            username=username,
+            password=password,
             socket_connect_timeout=_CONNECT_TIMEOUT,
             socket_timeout=_PING_TIMEOUT,
             retry=Retry(NoBackoff(), 0),
@@ -459,6 +561,14 @@ class RedisServer:
                 pass
         proc.kill()
         proc.wait(_REAP_TIMEOUT)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner may read (it may hold passwords or their hashes)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with open(fd, "w", encoding="utf-8") as f:
+        f.write(text)
 
 
 def _tail(output: str, lines: int = 20) -> str:

@@ -21,6 +21,16 @@ started are ever signalled.
   ``appendfsync always`` is kept: on this machine it did not slow the
   contract suite down measurably against ``everysec``.
 
+Each takes ``secrets`` (``ponos_redis._acl.generate_secrets()``): the shipped
+files' access control, with those passwords (the data nodes' ACL file,
+``masteruser``/``masterauth``, the sentinels' ``requirepass`` and ``auth-pass``),
+as :class:`~ponos_redis._redis_server.RedisServer` renders them. The topology
+logs in as ``ponos-admin`` (data nodes) and with the sentinels' password;
+``redis_settings()`` is the ``redis:`` block a store connects with, as the
+``ponos`` user, its passwords read from the environment variables the secrets
+are named by (the caller puts them there). Without ``secrets``, access control
+is left out, as on any throwaway test server.
+
 >>> with SentinelTopology() as topo:  # doctest: +SKIP
 ...     old = topo.kill_master()  # SIGKILL
 ...     new = topo.wait_for_failover(old)
@@ -30,6 +40,7 @@ started are ever signalled.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
@@ -43,8 +54,17 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from ._acl import APP_PASSWORD_ENV, APP_USER, SENTINEL_PASSWORD_ENV
 from ._configs import docker_file
-from ._redis_server import HOST, ExtraConfig, RedisServer, RedisServerError, find_free_port
+from ._redis_server import (
+    HOST,
+    Auth,
+    ExtraConfig,
+    RedisServer,
+    RedisServerError,
+    auth_for_port,
+    find_free_port,
+)
 
 __all__ = [
     "ClusterTopology",
@@ -74,11 +94,18 @@ def docker_conf(name: str) -> Path:
     return docker_file(name)
 
 
-def command(port: int, *args: Any, timeout: float = _COMMAND_TIMEOUT) -> Any:
-    """One command to the server on 127.0.0.1:``port``, with a fresh client that does not retry."""
+def command(port: int, *args: Any, timeout: float = _COMMAND_TIMEOUT, auth: Auth | None = None) -> Any:
+    """One command to the server on 127.0.0.1:``port``, with a fresh client that does not retry.
+
+    It logs in with ``auth``, by default with the credentials of the server this
+    process started on that port (:func:`~ponos_redis._redis_server.auth_for_port`).
+    """
+    username, password = auth or auth_for_port(port) or (None, None)
     client: Any = redis.Redis(  # Any: the sync client's execute_command is untyped
         host=HOST,
         port=port,
+        username=username,
+        password=password,
         socket_connect_timeout=_CONNECT_TIMEOUT,
         socket_timeout=timeout,
         retry=Retry(NoBackoff(), 0),
@@ -94,6 +121,18 @@ def info(port: int, section: str) -> dict[str, Any]:
     """``INFO <section>`` as redis-py parses it (numbers as numbers, ``slave0`` as a dict)."""
     reply: dict[str, Any] = command(port, "INFO", section)
     return reply
+
+
+def store_redis_settings(where: dict[str, Any], secrets: Mapping[str, str] | None) -> dict[str, Any]:
+    """The ``redis:`` block of a store for ``where`` (``url``, ``sentinel`` or ``cluster``):
+    with ``secrets``, logging in as ``ponos`` with the password in ``$PONOS_REDIS_PASSWORD``
+    (and the sentinels' in ``$PONOS_SENTINEL_PASSWORD``)."""
+    settings = dict(where)
+    if secrets is None:
+        return settings
+    if "sentinel" in settings:
+        settings["sentinel"] = {**settings["sentinel"], "sentinel_password_env": SENTINEL_PASSWORD_ENV}
+    return {**settings, "username": APP_USER, "password_env": APP_PASSWORD_ENV}
 
 
 def _pairs(reply: Mapping[Any, Any] | Sequence[Any]) -> dict[str, str]:
@@ -200,11 +239,13 @@ class ReplicaGroup(_Topology):
         conf_file: Path | None = None,
         dir: Path | None = None,
         extra: ExtraConfig | None = None,
+        secrets: Mapping[str, str] | None = None,
     ) -> None:
         if replicas < 0:
             raise ValueError(f"replicas must be >= 0, got {replicas}")
         super().__init__(dir)
         self._replicas = replicas
+        self.secrets = dict(secrets) if secrets is not None else None
         self._conf_file = conf_file if conf_file is not None else docker_conf("redis.conf")
         self._extra: list[tuple[str, str]] = (
             list(extra.items()) if isinstance(extra, Mapping) else list(extra or ())
@@ -226,7 +267,12 @@ class ReplicaGroup(_Topology):
         deadline = time.monotonic() + timeout
         base = self._make_dir("ponos-replicas-")
         try:
-            master = RedisServer(dir=base / "node-0", conf_file=self._conf_file, extra=self._node_extra(None))
+            master = RedisServer(
+                dir=base / "node-0",
+                conf_file=self._conf_file,
+                extra=self._node_extra(None),
+                secrets=self.secrets,
+            )
             self.nodes.append(master)
             master.start(timeout=max(0.1, deadline - time.monotonic()))
             for i in range(1, self._replicas + 1):
@@ -234,6 +280,7 @@ class ReplicaGroup(_Topology):
                     dir=base / f"node-{i}",
                     conf_file=self._conf_file,
                     extra=self._node_extra(master.port),
+                    secrets=self.secrets,
                 )
                 self.nodes.append(replica)
                 replica.start(timeout=max(0.1, deadline - time.monotonic()))
@@ -263,6 +310,10 @@ class ReplicaGroup(_Topology):
     @property
     def url(self) -> str:
         return self.master.url
+
+    def redis_settings(self) -> dict[str, Any]:
+        """The ``redis:`` block of a store on the master (see :func:`store_redis_settings`)."""
+        return store_redis_settings({"url": self.url}, self.secrets)
 
 
 def sentinel_conf_text(
@@ -331,6 +382,7 @@ class SentinelTopology(_Topology):
         sentinel_conf: Path | None = None,
         dir: Path | None = None,
         extra: ExtraConfig | None = None,
+        secrets: Mapping[str, str] | None = None,
     ) -> None:
         if sentinels < 1 or quorum < 1 or quorum > sentinels:
             raise ValueError(f"need 1 <= quorum <= sentinels, got quorum {quorum} of {sentinels}")
@@ -344,6 +396,7 @@ class SentinelTopology(_Topology):
         self._redis_conf = redis_conf
         self._extra = extra
         self._replica_count = replicas
+        self.secrets = dict(secrets) if secrets is not None else None
         self.group: ReplicaGroup | None = None
         self.sentinels: list[RedisServer] = []
 
@@ -364,6 +417,11 @@ class SentinelTopology(_Topology):
         """``redis+sentinel://127.0.0.1:p1,127.0.0.1:p2,.../<service>``."""
         return f"redis+sentinel://{','.join(self.sentinel_hosts)}/{self.service}"
 
+    def redis_settings(self) -> dict[str, Any]:
+        """The ``redis:`` block of a store behind the sentinels (see :func:`store_redis_settings`)."""
+        where = {"sentinel": {"hosts": self.sentinel_hosts, "service": self.service}}
+        return store_redis_settings(where, self.secrets)
+
     # -- lifecycle ------------------------------------------------------------------
 
     def start(self, timeout: float = 30.0) -> None:
@@ -378,7 +436,11 @@ class SentinelTopology(_Topology):
         base = self._make_dir("ponos-sentinel-")
         try:
             self.group = ReplicaGroup(
-                replicas=self._replica_count, conf_file=self._redis_conf, dir=base, extra=self._extra
+                replicas=self._replica_count,
+                conf_file=self._redis_conf,
+                dir=base,
+                extra=self._extra,
+                secrets=self.secrets,
             )
             self.group.start(timeout=max(0.1, deadline - time.monotonic()))
             template = self._sentinel_conf.read_text(encoding="utf-8")
@@ -397,7 +459,13 @@ class SentinelTopology(_Topology):
                     ),
                     encoding="utf-8",
                 )
-                sentinel = RedisServer(dir=sentinel_dir, conf_file=copy, binary="redis-sentinel")
+                sentinel = RedisServer(
+                    dir=sentinel_dir,
+                    conf_file=copy,
+                    binary="redis-sentinel",
+                    secrets=self.secrets,
+                    auth=None if self.secrets is None else (None, self.secrets[SENTINEL_PASSWORD_ENV]),
+                )
                 self.sentinels.append(sentinel)
                 sentinel.start(timeout=max(0.1, deadline - time.monotonic()))
             self.wait_healthy(timeout=max(0.1, deadline - time.monotonic()))
@@ -531,6 +599,7 @@ class ClusterTopology(_Topology):
         extra: ExtraConfig | None = None,
         node_timeout_ms: int = 2000,
         redis_cli: str = "redis-cli",
+        secrets: Mapping[str, str] | None = None,
     ) -> None:
         if masters < 3:
             raise ValueError(f"redis-cli --cluster create needs at least 3 masters, got {masters}")
@@ -545,12 +614,17 @@ class ClusterTopology(_Topology):
         )
         self._node_timeout_ms = node_timeout_ms
         self._redis_cli = redis_cli
+        self.secrets = dict(secrets) if secrets is not None else None
         self.nodes: list[RedisServer] = []
 
     @property
     def startup_nodes(self) -> list[str]:
         """``host:port`` of every node, as the ``redis.cluster.nodes`` setting takes them."""
         return [f"{HOST}:{n.port}" for n in self.nodes]
+
+    def redis_settings(self) -> dict[str, Any]:
+        """The ``redis:`` block of a store on the cluster (see :func:`store_redis_settings`)."""
+        return store_redis_settings({"cluster": {"nodes": self.startup_nodes}}, self.secrets)
 
     def start(self, timeout: float = 30.0) -> None:
         """Start the nodes, create the cluster, and return once every node says cluster_state:ok."""
@@ -572,12 +646,18 @@ class ClusterTopology(_Topology):
                 "--cluster-replicas",
                 str(self._replicas),
             ]
+            env = None
+            auth = self.nodes[0].auth
+            if auth is not None:  # the password through the environment, never the command line
+                create[1:1] = ["--user", auth[0] or "default"]
+                env = {**os.environ, "REDISCLI_AUTH": auth[1]}
             result = subprocess.run(
                 [*create, "--cluster-yes"],
                 capture_output=True,
                 text=True,
                 timeout=max(1.0, deadline - time.monotonic()),
                 check=False,
+                env=env,
             )
             if result.returncode != 0:
                 raise TopologyError(f"{' '.join(create)} failed ({result.returncode}):\n{result.stdout}")
@@ -599,7 +679,9 @@ class ClusterTopology(_Topology):
                 ("cluster-port", str(bus)),
                 *self._extra,
             ]
-            node = RedisServer(dir=node_dir, port=port, conf_file=self._conf_file, extra=extra)
+            node = RedisServer(
+                dir=node_dir, port=port, conf_file=self._conf_file, extra=extra, secrets=self.secrets
+            )
             try:
                 node.start(timeout=max(0.1, deadline - time.monotonic()))
             except RedisServerError as exc:

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import math
 import re
+import reprlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -81,9 +82,25 @@ _ADDRESS_RE = re.compile(r"0[xX][0-9a-fA-F]{40}")
 _BAD_ID_CHAR_RE = re.compile(r"[\s\x00-\x1f\x7f-\x9f\u2028\u2029\u200b\ufeff]")
 
 
+_SHOW = reprlib.Repr()
+_SHOW.maxstring = _SHOW.maxother = 80
+_SHOW.maxlong = 40
+
+
+def show(value: object) -> str:
+    """A refused value as an error message quotes it: at most about 80 characters, and never
+    an error of its own (``repr`` of an int of more than 4300 digits raises ValueError)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**128:
+        return f"an integer of {value.bit_length()} bits"
+    try:
+        return _SHOW.repr(value)
+    except ValueError:  # an int too long for decimal digits, inside a container
+        return f"a {type(value).__name__} holding an integer too long to show"
+
+
 def namespace(value: object) -> str:
     if not isinstance(value, str) or not _NAMESPACE_RE.fullmatch(value):
-        raise InvalidInputError(f"namespace must match [A-Za-z0-9_.-]{{1,64}}, got {value!r}")
+        raise InvalidInputError(f"namespace must match [A-Za-z0-9_.-]{{1,64}}, got {show(value)}")
     return value
 
 
@@ -117,7 +134,7 @@ def ident(value: object, what: str = "id") -> str:
         raise InvalidInputError(f"{what} must be 1-{MAX_ID_CHARS} characters, got {len(value)}")
     _utf8(value, what)
     if _BAD_ID_CHAR_RE.search(value):
-        raise InvalidInputError(f"{what} must not contain whitespace or control characters: {value!r}")
+        raise InvalidInputError(f"{what} must not contain whitespace or control characters: {show(value)}")
     return value
 
 
@@ -149,7 +166,7 @@ def ids(values: object, what: str, max_count: int) -> list[str]:
 def address(value: object, what: str = "address") -> str:
     """An EVM address: 0x + 40 hex digits, returned lower-cased."""
     if not isinstance(value, str) or not _ADDRESS_RE.fullmatch(value):
-        raise InvalidInputError(f"{what} must be 0x followed by 40 hex digits, got {value!r}")
+        raise InvalidInputError(f"{what} must be 0x followed by 40 hex digits, got {show(value)}")
     return value.lower()
 
 
@@ -158,7 +175,7 @@ def integer(value: object, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidInputError(f"{what} must be an integer, got {type(value).__name__}")
     if not 0 <= value < MAX_INT:
-        raise InvalidInputError(f"{what} must be 0 <= n < 2**53, got {value}")
+        raise InvalidInputError(f"{what} must be 0 <= n < 2**53, got {show(value)}")
     return int(value)
 
 
@@ -209,18 +226,21 @@ def duration(value: object, what: str, *, allow_zero: bool = False) -> float:
     """A duration in float seconds: finite and positive (or zero when allowed)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidInputError(f"{what} must be a number of seconds, got {type(value).__name__}")
-    seconds = float(value)
+    try:
+        seconds = float(value)
+    except OverflowError:  # an int beyond every float (10**400): infinite as far as this goes
+        seconds = math.inf if value > 0 else -math.inf
     if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
-        raise InvalidInputError(f"{what} must be finite and {bound}, got {value!r}")
+        raise InvalidInputError(f"{what} must be finite and {bound}, got {show(value)}")
     if seconds > 10 * 365 * 86400:
-        raise InvalidInputError(f"{what} must be at most ten years, got {value!r}")
+        raise InvalidInputError(f"{what} must be at most ten years, got {show(value)}")
     return seconds
 
 
 def limit(value: object, what: str = "limit") -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidInputError(f"{what} must be a non-negative integer, got {value!r}")
+        raise InvalidInputError(f"{what} must be a non-negative integer, got {show(value)}")
     return min(int(value), 1_000_000)
 
 
@@ -289,7 +309,7 @@ def task_status(value: object) -> TaskStatus:
         return TaskStatus(value)
     except ValueError:
         raise InvalidInputError(
-            f"status must be one of {[s.value for s in TaskStatus]}, got {value!r}"
+            f"status must be one of {[s.value for s in TaskStatus]}, got {show(value)}"
         ) from None
 
 
@@ -300,15 +320,22 @@ def deployment_status(value: object) -> DeploymentStatus:
         return DeploymentStatus(value)
     except ValueError:
         raise InvalidInputError(
-            f"deployment status must be one of {[s.value for s in DeploymentStatus]}, got {value!r}"
+            f"deployment status must be one of {[s.value for s in DeploymentStatus]}, got {show(value)}"
         ) from None
 
 
 def _enum(cls: Any, value: object, what: str) -> Any:
+    """A member of ``cls``, given as a member or its value, of the value's own type: an int
+    enum takes an int (not a bool, nor a float equal to one), a str enum a str."""
+    base = int if issubclass(cls, int) else str
     try:
+        if isinstance(value, bool) or not isinstance(value, base):
+            raise ValueError(value)
         return cls(value)
     except ValueError:
-        raise InvalidInputError(f"{what} must be one of {[m.value for m in cls]}, got {value!r}") from None
+        raise InvalidInputError(
+            f"{what} must be one of {[m.value for m in cls]}, got {show(value)}"
+        ) from None
 
 
 def _struct(value: object, cls: type, what: str) -> None:

@@ -284,11 +284,16 @@ class RedisSettings(_Settings, frozen=True, kw_only=True, forbid_unknown_fields=
     ``msgspec.structs.replace`` or a round trip through an encoding drops it
     (the copy would send ``***``). ``password_env`` keeps the password out of
     the config altogether.
+
+    ``username`` is the ACL user to log in to the data nodes as (the shipped
+    ``docker/users.acl`` names the library's user ``ponos``), for every form:
+    ``url``, ``sentinel`` and ``cluster``; a user name written in ``url`` wins.
     """
 
     url: str | None = None
     sentinel: SentinelSettings | None = None
     cluster: ClusterSettings | None = None
+    username: str | None = None
     password_env: str | None = None
     durability: Durability = "aof"
     replicas: int = 1
@@ -307,6 +312,8 @@ class RedisSettings(_Settings, frozen=True, kw_only=True, forbid_unknown_fields=
                 f"redis needs exactly one of url / sentinel / cluster, got {chosen or 'none'}"
             )
         _env_name(self.password_env, "redis.password_env")
+        if self.username is not None:
+            v.ident(self.username, "redis.username")
         if self.url is not None:
             _check_url(self.url)
             from ._connection import redact

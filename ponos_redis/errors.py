@@ -96,6 +96,7 @@ class NamespaceLostError(PonosStorageError):
 class StoreConfigurationError(PonosStorageError):
     """The server refused the connection for a reason no retry can fix.
 
-    Authentication failed, the URL names a read-only replica, or the database
-    index does not exist. Nothing was written; fix the configuration.
+    Authentication failed, the user's ACL does not allow a command or key the
+    store needs (``NOPERM``), the URL names a read-only replica, or the
+    database index does not exist. Nothing was written; fix the configuration.
     """

@@ -26,7 +26,8 @@ Fixtures:
     A Redis URL. In order: ``PONOS_TEST_REDIS_URL`` if set; else a ``redis``
     container through testcontainers when a Docker daemon answers within 2 s
     (image ``PONOS_TEST_REDIS_IMAGE``, default ``redis:7``, started from the
-    shipped ``docker/redis.conf``); else a private ``redis-server`` from PATH on
+    shipped ``docker/redis.conf`` and ``users.acl``, with passwords generated for
+    it; the URL logs in as ``ponos-admin``); else a private ``redis-server`` from PATH on
     127.0.0.1 with a throwaway directory. Tests using it are skipped, with the
     reason, when none of these exists (``PONOS_TEST_REQUIRE_REDIS=1`` makes that
     an error instead). The server or container is stopped at the end of the
@@ -50,7 +51,7 @@ import os
 import re
 import uuid
 import warnings
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
@@ -75,8 +76,8 @@ REQUIRE_ENV = "PONOS_TEST_REQUIRE_REDIS"
 DEFAULT_IMAGE = "redis:7"
 BACKENDS = ("memory", "redis")
 MARKER = "ponos_backend"
-# Where the container reads the shipped redis.conf (as docker/compose.yaml mounts it).
-CONTAINER_CONF = "/usr/local/etc/redis/redis.conf"
+# Where the container reads the shipped templates (as docker/compose.yaml mounts them).
+CONTAINER_DIR = "/etc/ponos"
 _DOCKER_PROBE_TIMEOUT = 2
 _DEFAULT_DOCKER_SOCKET = "/var/run/docker.sock"
 
@@ -129,34 +130,55 @@ def _ping_docker() -> bool:
     return True
 
 
-def _start_container(image: str | None = None) -> tuple[str, Callable[[], object]]:
-    """Start a Redis container from the shipped ``docker/redis.conf``; its URL and a function that stops it.
+def _start_container(
+    image: str | None = None, secrets: Mapping[str, str] | None = None
+) -> tuple[str, Callable[[], object]]:
+    """Start a Redis container from the shipped ``docker/redis.conf`` and ``users.acl``, with
+    their access control; its URL (logging in as ``ponos-admin``) and a function that stops it.
 
-    The only override is ``protected-mode no``: the published port's connections
-    come from the container network's gateway, not from loopback.
+    As ``docker/compose.yaml`` does: the templates are mounted read-only and the shipped
+    ``entrypoint.sh`` renders them at start with ``secrets`` (default: passwords generated
+    for this container), given in the container's environment. The only overrides are
+    ``bind 0.0.0.0`` and ``protected-mode no``: the published port's connections come from
+    the container network's gateway, not from loopback.
     """
+    from urllib.parse import quote
+
+    from ._acl import ADMIN_PASSWORD_ENV, ADMIN_USER, generate_secrets
     from ._configs import docker_file
 
+    values = dict(secrets) if secrets is not None else generate_secrets()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        try:
-            from testcontainers.community.redis import RedisContainer
-        except ImportError:  # testcontainers before the community/ split
-            from testcontainers.redis import RedisContainer
+        from testcontainers.core.container import DockerContainer
+        from testcontainers.core.waiting_utils import wait_for_logs
 
-        container = (
-            RedisContainer(image or os.environ.get(IMAGE_ENV) or DEFAULT_IMAGE)
-            .with_volume_mapping(str(docker_file("redis.conf")), CONTAINER_CONF, "ro")
-            .with_command(f"redis-server {CONTAINER_CONF} --protected-mode no")
+        container = DockerContainer(image or os.environ.get(IMAGE_ENV) or DEFAULT_IMAGE).with_exposed_ports(
+            6379
         )
+        for name in ("redis.conf", "users.acl", "entrypoint.sh"):
+            container = container.with_volume_mapping(str(docker_file(name)), f"{CONTAINER_DIR}/{name}", "ro")
+        for name, value in values.items():
+            container = container.with_env(name, value)
+        container = container.with_kwargs(
+            entrypoint=[
+                "sh",
+                f"{CONTAINER_DIR}/entrypoint.sh",
+                f"{CONTAINER_DIR}/redis.conf=/data/redis.conf",
+                f"{CONTAINER_DIR}/users.acl=/data/users.acl",
+                "--",
+            ]
+        ).with_command("redis-server /data/redis.conf --bind 0.0.0.0 --protected-mode no")
         container.start()
         try:
+            wait_for_logs(container, "Ready to accept connections", timeout=60)
             host = container.get_container_host_ip()
             port = container.get_exposed_port(6379)
         except BaseException:
             container.stop()
             raise
-    return f"redis://{host}:{port}/0", container.stop
+    password = quote(values[ADMIN_PASSWORD_ENV], safe="")
+    return f"redis://{ADMIN_USER}:{password}@{host}:{port}/0", container.stop
 
 
 @pytest.fixture(scope="session")

@@ -80,7 +80,7 @@ def parse_event_id(value: object) -> tuple[int, int]:
     """An event id ``<ms>-<n>`` as a comparable pair."""
     match = _EVENT_ID_RE.fullmatch(value) if isinstance(value, str) else None
     if match is None or max(int(match[1]), int(match[2])) >= 2**64:
-        raise InvalidInputError(f"not an event id: {value!r}")
+        raise InvalidInputError(f"not an event id: {v.show(value)}")
     return int(match[1]), int(match[2])
 
 

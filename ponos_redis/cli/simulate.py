@@ -8,11 +8,17 @@ from typing import Literal
 import click
 
 from . import main
-from ._common import _run, console
+from ._common import Duration, _run, console
 
 
 @main.command()
-@click.option("--duration", type=float, default=20.0, show_default=True, help="seconds of blocks")
+@click.option(
+    "--duration",
+    type=Duration(),
+    default=20.0,
+    show_default=True,
+    help="how long the chain produces blocks: seconds, or 10m, 2h (at most 1h; 1d with --soak)",
+)
 @click.option("--replicas", type=int, default=3, show_default=True, help="aggregator replica processes")
 @click.option("--executors", type=int, default=2, show_default=True, help="executor processes")
 @click.option("--chains", type=int, default=2, show_default=True, help="fake chains per namespace")
@@ -30,6 +36,35 @@ from ._common import _run, console
 @click.option("--kill-executor/--no-kill-executor", default=False, show_default=True)
 @click.option("--restart-redis/--no-restart-redis", default=True, show_default=True)
 @click.option("--failover/--no-failover", default=False, show_default=True, help="needs --topology sentinel")
+@click.option(
+    "--client-kill/--no-client-kill",
+    default=True,
+    show_default=True,
+    help="cut every client connection of the Redis (CLIENT KILL TYPE normal) twice a run",
+)
+@click.option(
+    "--soak",
+    is_flag=True,
+    help="a long run: faults repeat every --fault-period, Redis memory, keys and every process's "
+    "RSS sampled every --sample-every, and judged flat once the store's windows (--retention) filled",
+)
+@click.option(
+    "--fault-period", type=Duration(), default=None, help="--soak: the fault schedule repeats this often [5m]"
+)
+@click.option("--sample-every", type=Duration(), default=None, help="--soak: seconds between samples [5s]")
+@click.option(
+    "--retention",
+    type=Duration(),
+    default=None,
+    help="--soak: tasks.retention_s, and the windows it sizes (events_maxlen, block_window, "
+    "processed_ttl_s) [2m]",
+)
+@click.option(
+    "--soak-samples",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
+    help="--soak: write every sample to this file, one JSON object per line (scripts/soak_plot.py plots it)",
+)
 @click.option("--namespaces", type=int, default=None, help="aggregator namespaces (1; 3 on a cluster)")
 @click.option(
     "--metrics-port",
@@ -59,6 +94,12 @@ def simulate(
     kill_executor: bool,
     restart_redis: bool,
     failover: bool,
+    client_kill: bool,
+    soak: bool,
+    fault_period: float | None,
+    sample_every: float | None,
+    retention: float | None,
+    soak_samples: str | None,
     namespaces: int | None,
     metrics_port: int | None,
     metrics_linger: float,
@@ -83,6 +124,12 @@ def simulate(
         kill_executor=kill_executor,
         restart_redis=restart_redis,
         failover=failover,
+        client_kill=client_kill,
+        soak=soak,
+        fault_period_s=fault_period,
+        sample_every_s=sample_every,
+        retention_s=retention,
+        samples_path=soak_samples,
         namespaces=namespaces,
         metrics_port=metrics_port,
         metrics_linger_s=metrics_linger,

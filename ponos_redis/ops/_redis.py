@@ -695,8 +695,18 @@ class RedisNamespace:
         target: dict[str, Any] = {} if node is None else {"target_nodes": node}
         r = self.store._r
 
+        async def refusal(call: Callable[[], Awaitable[Any]]) -> tuple[Any, rexc.ResponseError | None]:
+            """One attempt's reply, or the server's refusal (NOPERM, a renamed command): the
+            retry policy repeats what may pass, and must not turn a refusal into a failure."""
+            try:
+                return await call(), None
+            except rexc.ResponseError as exc:
+                return None, exc
+
         async def config(name: str) -> str:
-            reply = await self._call("backup", lambda: r.config_get(name, **target))
+            reply, refused = await self._call("backup", lambda: refusal(lambda: r.config_get(name, **target)))
+            if refused is not None:
+                raise refused
             values = list(reply.values()) if isinstance(reply, dict) else []
             return as_text(values[0]) if values else ""
 
@@ -721,11 +731,15 @@ class RedisNamespace:
             return info
 
         before = await persistence()
-        try:
-            await self._call("backup", lambda: r.execute_command("BGSAVE", "SCHEDULE", **target))
-        except rexc.ResponseError as exc:
-            if "in progress" not in str(exc):
-                return Snapshot(None, f"skipped: BGSAVE was refused ({exc})")
+        _, refused = await self._call(
+            "backup", lambda: refusal(lambda: r.execute_command("BGSAVE", "SCHEDULE", **target))
+        )
+        if refused is not None and "in progress" not in str(refused):
+            return Snapshot(
+                None,
+                f"skipped: BGSAVE was refused ({refused}); back up as a user that may run it "
+                "(the shipped ponos-admin), or take the RDB file on the server's host",
+            )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while True:

@@ -30,7 +30,7 @@ durability policy, in as few round trips as possible.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Literal, TypeVar
 
 import msgspec
@@ -46,7 +46,16 @@ from ..keys import SCHEMA_VERSION, KeyRef, Keys, parse_key
 from ..models import TaskStatus
 from .inspect import RedisNamespaceView
 
-__all__ = ["DoctorReport", "Finding", "ProbeReport", "Repairs", "diagnose", "probe", "repair"]
+__all__ = [
+    "DoctorReport",
+    "Finding",
+    "ProbeReport",
+    "Repairs",
+    "diagnose",
+    "probe",
+    "repair",
+    "task_index_problems",
+]
 
 T = TypeVar("T")
 Level = Literal["ok", "warning", "problem"]
@@ -56,6 +65,7 @@ LEASE_GRACE_S = 60.0  # an expired lease older than this was not reaped: is a re
 REPLICA_LAG_S = 10
 _BATCH = 500
 _REPAIR_BATCH = 250  # entries per repair_index call (its bound is 500)
+_INDEX_READ_BOUND = 10_000_000  # entries task_index_problems reads of one status index
 _SENTINEL_TIMEOUT_S = 3.0
 _ALL_SLOTS = 16384
 _TASK_STATUSES = frozenset(s.value for s in TaskStatus)
@@ -598,9 +608,24 @@ async def _layout(view: RedisNamespaceView, *, max_keys: int, now_ms: int, grace
     if missing:
         # A transition moves a task between indexes in one script; look again, so a task
         # that moved while it was read is not reported.
-        again = await _unindexed(view, [task_id for _, _, task_id in missing], version, [])
-        confirmed = {k for k, _, _ in again}
-        missing = [entry for entry in missing if entry[0] in confirmed]
+        again = await _unindexed(view, sorted({task_id for _, _, task_id in missing}), version, [])
+        confirmed = {(k, why) for k, why, _ in again}
+        missing = [entry for entry in missing if entry[:2] in confirmed]
+    doubled = [entry for entry in missing if entry[1].startswith("also on ")]
+    missing = [entry for entry in missing if not entry[1].startswith("also on ")]
+    if doubled:
+        result.findings.append(
+            _finding(
+                "layout",
+                "problem",
+                f"{len(doubled)} task record(s) also on the index of another status: "
+                + "; ".join(f"{k} ({why})" for k, why, _ in doubled[:5])
+                + (" ..." if len(doubled) > 5 else ""),
+                "such a task can be claimed, reaped or trimmed as the other status: ponos-redis show ID "
+                "gives its status; ZREM it from the other status's index (as with redis-cli)",
+                sorted({k for k, _, _ in doubled}),
+            )
+        )
     if missing:
         result.findings.append(
             _finding(
@@ -806,17 +831,27 @@ async def _layout(view: RedisNamespaceView, *, max_keys: int, now_ms: int, grace
 async def _unindexed(
     view: RedisNamespaceView, task_ids: list[str], version: int, bad_status: list[str]
 ) -> list[tuple[str, str, str]]:
+    """The tasks of ``task_ids`` whose record is not on exactly the indexes its fields name:
+    ``(task key, what is wrong, task id)``, where what is wrong is ``not on <index>`` (its
+    status's, its AVS's pending index, its chain's task index) or ``also on <index>`` (the
+    index of another status). Records gone or set aside are skipped; a record whose status
+    or chain cannot be read goes to ``bad_status``."""
     keys = view.keys
+    statuses = list(TaskStatus)
 
     def fields(pipe: Any) -> None:
         for task_id in task_ids:
             pipe.hmget(keys.task(task_id), ["status", "avs_address", "chain_id"])
             pipe.zscore(keys.set_aside, task_id)
+            for status in statuses:
+                pipe.zscore(keys.tasks(status), task_id)
 
     replies = await _read(view, "layout", fields)
+    width = 2 + len(statuses)
     expected: list[tuple[str, str, str]] = []  # (task key, index key, member)
+    found: list[tuple[str, str, str]] = []
     for i, task_id in enumerate(task_ids):
-        (status, avs, chain), aside = replies[2 * i], replies[2 * i + 1]
+        (status, avs, chain), aside, *on_status = replies[width * i : width * (i + 1)]
         if aside is not None or status is None:
             continue  # set aside (reported on its own), or gone since the scan
         status_text = as_text(status)
@@ -826,19 +861,73 @@ async def _unindexed(
             continue
         if chain is not None and not as_text(chain).isdigit():
             bad_status.append(f"{key} (chain_id {as_text(chain)!r})")
-        expected.append((key, keys.tasks(TaskStatus(status_text)), task_id))
+        for other, score in zip(statuses, on_status, strict=True):
+            if other.value == status_text and score is None:
+                found.append((key, f"not on {keys.tasks(other)}", task_id))
+            elif other.value != status_text and score is not None:
+                found.append((key, f"also on {keys.tasks(other)}", task_id))
         if status_text == TaskStatus.PENDING.value and avs is not None:
             expected.append((key, keys.avs_pending(as_text(avs)), task_id))
         if version >= 2 and chain is not None and as_text(chain).isdigit():
             expected.append((key, keys.chain_tasks(int(as_text(chain))), task_id))
     if not expected:
-        return []
+        return found
     scores = await _read(view, "layout", lambda pipe: [pipe.zscore(index, m) for _, index, m in expected])
-    return [
+    return found + [
         (key, f"not on {index}", task_id)
         for (key, index, task_id), score in zip(expected, scores, strict=True)
         if score is None
     ]
+
+
+async def task_index_problems(view: RedisNamespaceView, task_ids: Iterable[str]) -> tuple[int, list[str]]:
+    """Whether every task is on exactly one status index, its status's, as the doctor checks
+    it (its AVS's pending index and its chain's task index too), for the tasks of
+    ``task_ids`` and every entry of the four status indexes; and whether every entry of a
+    status index has its record. For a namespace nothing writes to (a verdict after a run):
+    nothing is looked at twice.
+
+    Returns:
+        how many tasks were checked, and one line per problem.
+    """
+    keys = view.keys
+    if not view.meta:
+        await view.load_meta()
+    ids = set(task_ids)
+    indexed: dict[str, set[str]] = {}
+    for status in TaskStatus:
+        members, budget = await _members(view, keys.tasks(status), _INDEX_READ_BOUND)
+        if budget <= 0:
+            raise StoreUnavailableError(f"{keys.tasks(status)} has more entries than the check reads")
+        indexed[keys.tasks(status)] = set(members)
+        ids.update(members)
+    ordered = sorted(ids)
+    problems: list[str] = []
+    bad_status: list[str] = []
+    exists: list[str] = []
+    for start in range(0, len(ordered), _BATCH):
+        batch = ordered[start : start + _BATCH]
+
+        def build(pipe: Any, batch: list[str] = batch) -> None:
+            for task_id in batch:
+                pipe.exists(keys.task(task_id))
+
+        replies = await _read(view, "layout", build)
+        for task_id, n in zip(batch, replies, strict=True):
+            if int(n):
+                exists.append(task_id)
+                continue
+            problems.extend(
+                f"{index} -> {task_id}: the record is gone"
+                for index, entries in indexed.items()
+                if task_id in entries
+            )
+    version = view.schema_version() or 0
+    for start in range(0, len(exists), _BATCH):
+        found = await _unindexed(view, exists[start : start + _BATCH], version, bad_status)
+        problems.extend(f"{key}: {why}" for key, why, _ in found)
+    problems.extend(f"{entry}: unreadable" for entry in bad_status)
+    return len(exists), problems
 
 
 async def _members(view: RedisNamespaceView, index: str, budget: int) -> tuple[list[str], int]:

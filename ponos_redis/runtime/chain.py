@@ -47,6 +47,7 @@ import bisect
 import hashlib
 import math
 import random
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -59,6 +60,7 @@ from ..models import BlockRecord, Task
 __all__ = ["ChainBlock", "ChainSource", "FakeChain", "Reorg"]
 
 GENESIS_PARENT = "0x" + "00" * 32
+_TASK_CACHE = 1024  # block versions whose tasks a FakeChain keeps computed
 # 2026-01-01T00:00:00Z, ManualClock's default start.
 DEFAULT_GENESIS_TIME = 1_767_225_600.0
 
@@ -148,7 +150,10 @@ class _Model:
         self._reorg_steps: list[int] = []
         self._reorgs: list[Reorg] = []
         self._next_reorg = 0
-        self._tasks: dict[tuple[int, int], list[Task]] = {}
+        # The tasks of the block versions asked for lately (a pure function of the key, so
+        # an entry dropped is only computed again): bounded, so a chain that runs for hours
+        # does not keep every block's tasks in memory.
+        self._tasks: OrderedDict[tuple[int, int], list[Task]] = OrderedDict()
 
     # -- reorg schedule ------------------------------------------------------------
 
@@ -201,6 +206,7 @@ class _Model:
         key = (number, version)
         cached = self._tasks.get(key)
         if cached is not None:
+            self._tasks.move_to_end(key)
             return cached
         rng = random.Random(f"{self._tag}/{number}/{version}/tasks")
         block_hash = self.hash(number, version)
@@ -237,6 +243,8 @@ class _Model:
                 )
             )
         self._tasks[key] = out
+        if len(self._tasks) > _TASK_CACHE:
+            self._tasks.popitem(last=False)
         return out
 
     def block(self, number: int, step: int) -> ChainBlock | None:

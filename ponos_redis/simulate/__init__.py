@@ -18,11 +18,13 @@ What runs (each replica and executor a separate OS process,
   reorgs (up to 3 blocks deep);
 - the fake operator RPC: JSON lines over loopback TCP, one fixed port per
   executor (:mod:`._operators`; why not a Redis list: it says there);
-- the faults, on a schedule from the seed (:mod:`._faults`): SIGKILL of a
-  replica (``--kill-replica``, on by default) or an executor
-  (``--kill-executor``), each restarted later; SIGKILL and restart of the
-  Redis server on its data directory (``--restart-redis``, on by default);
-  SIGKILL of the Sentinel master (``--failover`` with ``--topology sentinel``).
+- the faults, on a schedule from the seed (:mod:`._faults`): every client
+  connection of the Redis cut at once, twice (``CLIENT KILL TYPE normal
+  SKIPME yes``, ``--client-kill``, on by default); SIGKILL of a replica
+  (``--kill-replica``, on by default) or an executor (``--kill-executor``),
+  each restarted later; SIGKILL and restart of the Redis server on its data
+  directory (``--restart-redis``, on by default); SIGKILL of the Sentinel
+  master (``--failover`` with ``--topology sentinel``).
 
 Where: a private ``redis-server`` from the shipped ``docker/redis.conf``; with
 ``--topology sentinel`` a master, 2 replicas and 3 sentinels from the shipped
@@ -42,6 +44,14 @@ times over). ``tasks.retention_s`` stays at its default (a day): finished tasks
 are trimmed only after that, far beyond any run (at most an hour). The verdict
 checks both anyway, and says so if anything it needed was gone.
 
+A soak (``--soak``, :mod:`._soak`) runs up to a day with the fault schedule
+repeated every few minutes, and shortens the store's windows on purpose
+(``tasks.retention_s``, and ``processed_ttl_s``, ``events_maxlen`` and
+``block_window`` sized from it), so that memory levels off within the run; it
+samples Redis memory, its keys and every process's RSS, and the verdict adds
+the flat check. Its event streams are read while the run goes on
+(:mod:`._follow`), and its execution logs are files, not Redis lists.
+
 With ``--metrics-port P`` (:mod:`._metrics`) every replica and executor serves its
 process metrics (stores instrumented, a ``RuntimeCollector``) on its own loopback port
 after ``P``, and the coordinator one ``NamespaceCollector`` per namespace on ``P``;
@@ -50,10 +60,12 @@ a run with Prometheus.
 
 The verdict (:mod:`._verdict`) is computed from the stores, not from the
 simulation's counters: every task created reached a final state; no task was
-completed twice (``task.completed`` events per task, and the records); no
-task was executed twice by one executor (the execution logs); every chain's
-cursor reached the head; no task of an orphaned block was completed. The run
-exits 0 only when every invariant holds.
+completed twice (``task.completed`` events per task, the records, and each
+replica's log of the completions the store acknowledged to it); every task is
+on exactly one status index, its status's (on Redis: the doctor's check,
+reading the indexes); no task was executed twice by one executor (the
+execution logs); every chain's cursor reached the head; no task of an orphaned
+block was completed. The run exits 0 only when every invariant holds.
 
 >>> report = await run_simulation(SimulationOptions(duration_s=15))  # doctest: +SKIP
 >>> report.ok, report.broken

@@ -1,5 +1,6 @@
 """Where a simulation runs: a Redis it starts (one server, Sentinel, Cluster), a Redis
-it is given, or the in-process fake; and the Redis faults it can inject there.
+it is given, or the in-process fake; the Redis faults it can inject there (a restart,
+a failover, every client connection cut), and what a soak samples of it.
 
 Servers are started from the shipped ``docker/redis.conf`` (and
 ``docker/sentinel.conf``, with its own failover timings) through
@@ -21,8 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import redis
+
 from .._redis_server import RedisServer, redis_server_available
-from .._topology import ClusterTopology, SentinelTopology, docker_conf
+from .._topology import ClusterTopology, SentinelTopology, command, docker_conf, info
 from ._options import SimulationOptions
 
 __all__ = ["Backend", "RedisFault"]
@@ -44,11 +47,12 @@ def _namespace_key(namespace: str) -> str:
 class RedisFault:
     """One Redis fault as it happened: when the server went down and when it was back."""
 
-    kind: str  # restart-redis | failover
-    down_at: float  # time.time() of the SIGKILL
+    kind: str  # restart-redis | failover | client-kill
+    down_at: float  # time.time() of the SIGKILL (client-kill: of the CLIENT KILL)
     back_at: float | None = None  # restarted (restart) or a new master named (failover)
     detail: str = ""
     port: int | None = None  # the server killed
+    killed: int | None = None  # client-kill: the connections the servers cut
 
 
 def _sentinel_timings(conf: Path) -> tuple[int, int]:
@@ -231,6 +235,46 @@ class Backend:
         fault.detail += f", port {new.port} promoted"
         self._start_again(old)
         return fault
+
+    def _client_nodes(self) -> list[RedisServer]:
+        """The servers the stores connect to: the server, the Sentinel master, every cluster node."""
+        if self.server is not None:
+            return [self.server]
+        if self.sentinel is not None:
+            return [self.sentinel.master()]
+        if self.cluster is not None:
+            return list(self.cluster.nodes)
+        raise RuntimeError("no Redis of ours")
+
+    def client_kill(self) -> RedisFault:
+        """``CLIENT KILL TYPE normal SKIPME yes`` on every server the stores connect to: every
+        client connection but this call's own is cut at once (replicas, executors and the
+        coordinator alike); nothing is restarted, the clients reconnect by themselves."""
+        self._check_running()
+        nodes = self._client_nodes()
+        fault = RedisFault("client-kill", time.time())
+        killed = 0
+        for node in nodes:
+            killed += int(command(node.port, "CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"))
+        fault.back_at = fault.down_at
+        fault.killed = killed
+        where = ", ".join(str(n.port) for n in nodes)
+        fault.detail = f"{killed} client connection(s) cut (port {where})"
+        return fault
+
+    def sample(self) -> dict[str, int] | None:
+        """``used_memory`` and ``DBSIZE`` of the servers the stores use (summed over a
+        cluster's nodes), or None when there is no Redis of ours or it does not answer."""
+        if self._stopped or not self.can_restart:
+            return None
+        used = keys = 0
+        try:
+            for node in self._client_nodes():
+                used += int(info(node.port, "memory")["used_memory"])
+                keys += int(command(node.port, "DBSIZE"))
+        except (redis.RedisError, OSError, RuntimeError):
+            return None  # restarting, failing over: this sample has no Redis figures
+        return {"used_memory": used, "keys": keys}
 
     def _check_running(self) -> None:
         if self._stopped:

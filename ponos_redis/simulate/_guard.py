@@ -1,9 +1,12 @@
-"""A store as one replica (or executor) sees it: its stale completions reported, and severable.
+"""A store as one replica (or executor) sees it: its completions reported, and severable.
 
 - A ``complete_task`` the store refuses with ``StaleLeaseError`` is reported
   (``completions refused as stale`` in the report): the refusal is the store's,
   the count is the simulation's, since a refused write leaves no trace in the
   store.
+- A ``complete_task`` that returned is reported (``on_completed``): the
+  replica writes it to its completion log (:mod:`._execlog`), which the verdict
+  checks against the store.
 - :meth:`StoreGuard.sever` is the in-process stand-in for SIGKILL (used on the
   in-process fake, where replicas are asyncio tasks): from then on every call
   raises ``StoreClosedError`` before it reaches the store, and a call under way
@@ -28,9 +31,11 @@ class StoreGuard:
         self,
         store: AggregatorStore | ExecutorStore,
         on_stale_completion: Callable[[str], None] | None = None,
+        on_completed: Callable[[str, int], None] | None = None,
     ) -> None:
         self._store = store
         self._on_stale_completion = on_stale_completion
+        self._on_completed = on_completed
         self._severed = False
         self.namespace = store.namespace
 
@@ -73,6 +78,10 @@ class StoreGuard:
                     self._on_stale_completion(str(args[0]) if args else str(kwargs.get("task_id")))
                 raise
             self._check()
+            if name == "complete_task" and self._on_completed is not None:
+                task_id = args[0] if args else kwargs["task_id"]
+                token = args[1] if len(args) > 1 else kwargs["token"]
+                self._on_completed(str(task_id), int(token))
             return result
 
         return call

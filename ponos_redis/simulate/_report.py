@@ -9,6 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from ._soak import summary_rows
 from ._verdict import Invariant
 
 __all__ = ["FaultRecord", "SimulationReport"]
@@ -54,6 +55,7 @@ class SimulationReport:
     log_dir: str | None = None
     elapsed_s: float = 0.0
     metrics: dict[str, Any] | None = None  # the scrape targets, with --metrics-port
+    soak: dict[str, Any] | None = None  # a soak's settings, samples summary and flat rule
 
     @property
     def ok(self) -> bool:
@@ -87,6 +89,7 @@ class SimulationReport:
             "error": self.error,
             "log_dir": self.log_dir,
             "metrics": self.metrics,
+            "soak": self.soak,
         }
 
     def to_json(self) -> str:
@@ -100,6 +103,8 @@ class SimulationReport:
         if self.faults:
             console.print(self._faults_table())
         console.print(self._figures_table())
+        if self.soak is not None:
+            console.print(self._soak_table())
         console.print(self._invariants_table())
         if self.error:
             console.print(f"[red]error:[/red] {self.error}", highlight=False)
@@ -134,6 +139,9 @@ class SimulationReport:
         row("tasks reclaimed after a kill (reaped, claimed again)", g.get("tasks_reclaimed"))
         row("chain reorgs (tasks they orphaned)", f"{g.get('reorgs')} ({g.get('orphaned_tasks')})")
         row("completions refused as stale (fencing token)", c.get("stale_completion", 0))
+        cut = g.get("connections_cut") or []
+        if cut:
+            row("client connections cut by each client-kill", ", ".join(map(str, cut)))
         row("executions", g.get("executions"))
         row("executions de-duplicated (redelivered, not run again)", c.get("deduplicated", 0))
         row("throughput (completed tasks/s)", g.get("throughput_per_s"))
@@ -155,9 +163,42 @@ class SimulationReport:
             row(f"writes resumed after the {fault.kind} (s)", secs)
         return table
 
+    def _soak_table(self) -> Table:
+        soak = self.soak or {}
+        table = Table("", "value", title="soak: samples and the flat check")
+        settings = soak.get("store_settings", {})
+        table.add_row(
+            "store settings the soak changes", ", ".join(f"{k}: {v}" for k, v in _flat_items(settings))
+        )
+        table.add_row("fault schedule repeats every (s)", str(soak.get("fault_period_s")))
+        table.add_row(
+            "samples",
+            f"{soak.get('samples')}, every {soak.get('sample_every_s')} s"
+            + (f", written to {soak['samples_file']}" if soak.get("samples_file") else ""),
+        )
+        table.add_row(
+            "warm-up (s)",
+            f"{soak.get('warm_up_s')} (the store's windows filled after {soak.get('settle_s')} s)",
+        )
+        table.add_row("rule", str(soak.get("rule")))
+        for name, text in summary_rows(soak.get("series", {})):
+            table.add_row(name, text)
+        return table
+
     def _invariants_table(self) -> Table:
         table = Table("invariant", "", "detail", title="verdict (from the store)")
         for inv in self.invariants:
             mark = "[green]ok[/green]" if inv.ok else "[red]BROKEN[/red]"
             table.add_row(inv.name, mark, inv.detail)
         return table
+
+
+def _flat_items(mapping: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """``{"tasks": {"retention_s": 5}}`` as ``[("tasks.retention_s", 5)]``."""
+    items: list[tuple[str, Any]] = []
+    for key, value in mapping.items():
+        if isinstance(value, dict):
+            items.extend(_flat_items(value, f"{prefix}{key}."))
+        else:
+            items.append((f"{prefix}{key}", value))
+    return items

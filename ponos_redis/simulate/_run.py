@@ -8,6 +8,11 @@ at most ``drain_timeout_s``) → a graceful stop of every node → the verdict
 from the stores → the report. Every wait is bounded in time; every process is
 stopped on the way out, by PID, whatever happened (an error, Ctrl-C).
 
+In a soak (:mod:`._soak`) the coordinator also samples the Redis and every
+process every ``sample_every_s`` seconds from the chain's start to its end,
+and reads every namespace's events as they come (:mod:`._follow`); the
+verdict then adds the flat check.
+
 With ``metrics_port`` (:mod:`._metrics`) the coordinator serves one
 ``NamespaceCollector`` per namespace from before the nodes start; after the
 verdict it takes a final reading and keeps serving it ``metrics_linger_s``
@@ -21,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import random
 import shutil
 import tempfile
@@ -32,25 +38,34 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 from rich.console import Console
 
 from .._open import open_aggregator_store
 from .._redis_server import find_free_port
 from ..config import StorageConfig
-from ..errors import NotFoundError, PonosStorageError
+from ..errors import InvalidInputError, NotFoundError, PonosStorageError
 from ..interfaces import AggregatorStore
 from ..models import TaskStatus
 from ._backend import Backend, RedisFault
 from ._chains import CHAIN_IDS, TASKS_PER_BLOCK, ChainSpec
 from ._display import Display, LiveState, ProcessView
-from ._execlog import ExecutionLog, MemoryExecutionLog, RedisExecutionLog
+from ._execlog import (
+    ExecutionLog,
+    FileExecutionLog,
+    MemoryExecutionLog,
+    RedisExecutionLog,
+    read_completion_acks,
+)
 from ._faults import REDIS_DOWN_S, PlannedFault, plan_faults
+from ._follow import EventFollower
 from ._metrics import MetricsPorts, linger, plan_metrics_ports
 from ._nodes import InProcessNode, NodeRunner
 from ._options import SimulationOptions
 from ._procs import Child
 from ._report import FaultRecord, SimulationReport
-from ._verdict import ReplicaKill, collect_evidence, judge
+from ._soak import FLAT_RULE, Sample, SampleWriter, SoakPlan, judge_flat, rss_kib, soak_plan
+from ._verdict import NamespaceEvidence, ReplicaKill, collect_evidence, judge
 
 if TYPE_CHECKING:
     from ._exporters import NamespaceMetrics
@@ -71,6 +86,7 @@ _PROCESS_BOOT_S = 2.0  # replicas start before the chain's genesis by about this
 _POLL_STORE_S = 1.0
 _STORE_CALL_TIMEOUT_S = 20.0
 _DEFAULT_EVENTS_MAXLEN = 100_000
+_FINAL_READ_TRIES = 20  # a soak's last read of the event streams, one a second
 # Upper bound of the events one task can cause: saved, then per attempt (claimed, and
 # released / retried / reaped), then completed or failed; max_attempts is 5 by default.
 _EVENTS_PER_TASK = 1 + 2 * 5 + 1
@@ -116,12 +132,20 @@ async def run_simulation(
             (for tests that break an invariant on purpose).
 
     Raises:
-        InvalidInputError: a port the metrics need (``metrics_port``) is in use;
-            nothing was started.
+        InvalidInputError: a port the metrics need (``metrics_port``) is in use, or a
+            soak too short for its flat check; nothing was started.
     """
     opts = (options or SimulationOptions()).with_seed()
     console = console or Console(stderr=True)
     show = console.is_terminal if live is None else live
+    if opts.soak:
+        plan = soak_plan(opts, task_lease_s=opts.task_lease_s, reaper_interval_s=REAPER_INTERVAL_S)
+        if opts.duration_s < 2 * plan.settle_s:
+            raise InvalidInputError(
+                f"--soak with --retention {plan.retention_s:g} needs --duration of at least "
+                f"{math.ceil(2 * plan.settle_s)} s: the flat check compares the samples taken after "
+                f"the store's windows filled ({plan.settle_s:g} s)"
+            )
     ports = plan_metrics_ports(opts)
     backend = Backend(opts)
     started = time.monotonic()
@@ -187,6 +211,14 @@ class _Coordinator:
         self.fault_log: list[FaultRecord] = []
         self.kills: list[ReplicaKill] = []
         self.redis_faults: list[RedisFault] = []
+        self.client_kills: list[RedisFault] = []
+        self.soak: SoakPlan | None = (
+            soak_plan(options, task_lease_s=options.task_lease_s, reaper_interval_s=REAPER_INTERVAL_S)
+            if options.soak
+            else None
+        )
+        self.samples: list[Sample] = []
+        self.follower: EventFollower | None = None
         self.replicas: list[NodeRunner] = []
         self.executors: list[NodeRunner] = []
         self.stores: dict[str, AggregatorStore] = {}
@@ -199,14 +231,20 @@ class _Coordinator:
         self.log_dir = Path(tempfile.mkdtemp(prefix="ponos-simulate-"))
         self.keep_logs = False  # kept anyway when the run fails
         self.storage = StorageConfig.from_dict(self._storage_mapping())
-        self.execution_log: ExecutionLog = (
-            MemoryExecutionLog() if self.storage.redis is None else RedisExecutionLog(self.storage.redis)
-        )
+        self.execution_log: ExecutionLog
+        if self.soak is not None:
+            self.execution_log = FileExecutionLog(self.log_dir)  # not in the Redis the soak measures
+        elif self.storage.redis is None:
+            self.execution_log = MemoryExecutionLog()
+        else:
+            self.execution_log = RedisExecutionLog(self.storage.redis)
 
     # -- configuration -------------------------------------------------------------------
 
     def _storage_mapping(self) -> dict[str, Any]:
         mapping: dict[str, Any] = {"events_maxlen": events_maxlen_for(self.opts)}
+        if self.soak is not None:
+            mapping.update(self.soak.store_settings())
         if self.backend.redis is None:
             mapping["type"] = "memory"
         else:
@@ -277,7 +315,7 @@ class _Coordinator:
             from .executor import ExecutorNode
             from .replica import ReplicaNode
 
-            shared = self.execution_log if isinstance(self.execution_log, MemoryExecutionLog) else None
+            shared = self.execution_log
             if role == "replica":
                 return InProcessNode(name, ReplicaNode, spec, self.on_message)
             return InProcessNode(
@@ -315,6 +353,8 @@ class _Coordinator:
             name = f"executor-{j + 1}"
             spec = {"storage": storage, "namespace": ns, "operator": "0x" + f"{j + 1:040x}", "port": port}
             spec["metrics_port"] = self._metrics_port(name)
+            if self.soak is not None:
+                spec["execution_log_dir"] = str(self.log_dir)
             self.executors.append(self._node(name, "executor", spec))
         await asyncio.gather(*(self._start(n) for n in self.executors))
 
@@ -347,8 +387,13 @@ class _Coordinator:
         }
         for i in range(self.opts.replicas):
             name = f"replica-{i + 1}"
+            completion_log = str(self.log_dir / f"completions-{name}.jsonl")
             self.replicas.append(
-                self._node(name, "replica", {**spec, "metrics_port": self._metrics_port(name)})
+                self._node(
+                    name,
+                    "replica",
+                    {**spec, "metrics_port": self._metrics_port(name), "completion_log": completion_log},
+                )
             )
         await asyncio.gather(*(self._start(n) for n in self.replicas))
 
@@ -463,6 +508,14 @@ class _Coordinator:
         what = "promoted a replica" if kind == "failover" else "restarted"
         self.state.faults.append(f"{self._at():5.1f} s  redis {what}")
 
+    async def _client_kill(self) -> None:
+        record = self._record("client-kill", self.backend.kind, "CLIENT KILL TYPE normal SKIPME yes")
+        fault = await asyncio.to_thread(self.backend.client_kill)
+        self.client_kills.append(fault)
+        record.at_s = fault.down_at - self.genesis
+        record.detail = fault.detail
+        self.state.faults.append(f"{self._at():5.1f} s  {fault.killed} client connection(s) cut")
+
     def _victim_replica(self) -> NodeRunner:
         running = [n for n in self.replicas if n.running]
         most = max(len(self.leases.get(n.name, {})) for n in running)
@@ -483,12 +536,49 @@ class _Coordinator:
                     restarts.append(
                         asyncio.create_task(self._kill_and_restart(victim, fault.kind, fault.restart_after_s))
                     )
+                elif fault.kind == "client-kill":
+                    await self._client_kill()
                 else:
                     await self._redis_fault(fault.kind)
             await asyncio.gather(*restarts)
         finally:
             for task in restarts:
                 task.cancel()
+
+    # -- a soak's samples -----------------------------------------------------------------------
+
+    async def _sample_loop(self, writer: SampleWriter) -> None:
+        """A sample every ``sample_every_s`` from now until the chain stops."""
+        interval = self.opts.sample_interval_s
+        end = self.chains[0].end_time
+        while time.time() < end:
+            taken = time.monotonic()
+            sample = Sample(t=self._at())
+            redis_figures = await asyncio.to_thread(self.backend.sample)
+            if redis_figures is not None:
+                sample.used_memory = redis_figures["used_memory"]
+                sample.keys = redis_figures["keys"]
+            pids = {"coordinator": os.getpid()}
+            for node in [*self.replicas, *self.executors]:
+                if node.running and node.pid is not None:
+                    pids[node.name] = node.pid
+            for name, pid in pids.items():
+                kib = rss_kib(pid)
+                if kib is not None:
+                    sample.rss_kib[name] = kib
+            self.samples.append(sample)
+            writer.write(sample)
+            await asyncio.sleep(max(0.0, interval - (time.monotonic() - taken)))
+
+    async def _final_events(self) -> None:
+        """Read the end of every namespace's events (a soak), trying for a while if Redis is slow."""
+        if self.follower is None:
+            return
+        for _ in range(_FINAL_READ_TRIES):
+            if await self.follower.read_all():
+                return
+            await asyncio.sleep(1.0)
+        self.notes.append("the last read of the event streams failed: the verdict misses their end")
 
     # -- watching the store ------------------------------------------------------------------
 
@@ -565,6 +655,12 @@ class _Coordinator:
             self.notes.append(f"Redis faults skipped: {why} to restart")
         if self.backend.kind == "external":
             self.notes.append(f"namespaces {self.run_id}-* are left in the Redis at --redis-url")
+        if self.soak is not None and not self.backend.can_restart:
+            self.notes.append(
+                "soak: the Redis is not sampled (it is not this run's); only the processes' RSS is"
+                if self.backend.kind == "external"
+                else "soak: the in-process fake has no Redis to sample; only the coordinator's RSS is"
+            )
         if self.metrics_ports is not None:
             report.metrics = {**self.metrics_ports.to_dict(), "linger_s": opts.metrics_linger_s}
             for line in self.metrics_ports.lines():
@@ -592,10 +688,12 @@ class _Coordinator:
         self, report: SimulationReport, plan: list[PlannedFault], background: list[asyncio.Task[None]]
     ) -> None:
         opts = self.opts
+        writer = SampleWriter(opts.samples_path if self.soak is not None else None)
         try:
             with (
                 _logs_to(self.log_dir / "coordinator.log"),
                 Display(self.state, self.console, enabled=self.live),
+                contextlib.closing(writer),
             ):
                 self.namespaces = await asyncio.to_thread(self._pick_namespaces)
                 self.namespace_ports = await asyncio.to_thread(self.backend.namespace_ports, self.namespaces)
@@ -607,6 +705,10 @@ class _Coordinator:
                 await self._start_all()
                 self.state.chain_started = time.monotonic() + (self.genesis - time.time())
                 background.append(asyncio.create_task(self._poll_store()))
+                if self.soak is not None:
+                    self.follower = EventFollower(self.stores, self.log_dir, maxlen=self.soak.events_maxlen)
+                    background.append(asyncio.create_task(self.follower.run()))
+                    background.append(asyncio.create_task(self._sample_loop(writer)))
                 self.state.phase = "running"
                 faults = asyncio.create_task(self._run_faults(plan))
                 background.append(faults)
@@ -627,6 +729,9 @@ class _Coordinator:
                 self.state.phase = "stopping"
                 self._note_unexpected_exits()
                 await self._stop_all()
+                for task in background:  # the soak's follower and sampler too: nothing runs now
+                    task.cancel()
+                await self._final_events()
             await self._judge(report)
         except BaseException as exc:
             for task in background:  # no fault, no restart after this point
@@ -652,10 +757,16 @@ class _Coordinator:
                 )
             )
         truths = [c.truth() for c in self.chains]
-        evidence = [
-            await collect_evidence(self.stores[ns], [t for t in truths if t.namespace == ns])
-            for ns in self.namespaces
-        ]
+        evidence: list[NamespaceEvidence] = []
+        for ns in self.namespaces:
+            followed = self.follower.events(ns) if self.follower is not None else None
+            ev = await collect_evidence(
+                self.stores[ns], [t for t in truths if t.namespace == ns], events=followed
+            )
+            if self.follower is not None:
+                ev.trimmed, ev.gaps = True, self.follower.gaps[ns]
+            ev.index_check = await self._index_check(ns, ev)
+            evidence.append(ev)
         executions = {
             f"{name}": await self.execution_log.read(ns)
             for name, ns in zip([n.name for n in self.executors], self.executor_namespaces, strict=True)
@@ -666,11 +777,42 @@ class _Coordinator:
             executions,
             replica_kills=self.kills,
             redis_downs=[(f.down_at, self._served_by(f.port)) for f in self.redis_faults],
+            acks=read_completion_acks(self.log_dir),
         )
         figures["reorgs"] = sum(t.reorgs for t in truths)
         figures["orphaned_tasks"] = sum(len(t.orphaned) for t in truths)
+        figures["connections_cut"] = [f.killed for f in self.client_kills]
+        if self.soak is not None:
+            flat, series = judge_flat(self.samples, warm_up_s=self.soak.warm_up_s, end_s=self.opts.duration_s)
+            invariants.append(flat)
+            report.soak = {
+                **self.soak.to_dict(),
+                "fault_period_s": self.opts.period_s,
+                "sample_every_s": self.opts.sample_interval_s,
+                "samples": len(self.samples),
+                "samples_file": self.opts.samples_path,
+                "events_read": dict(self.follower.read) if self.follower is not None else {},
+                "rule": FLAT_RULE,
+                "series": series,
+            }
         report.invariants = invariants
         report.figures = figures
+
+    async def _index_check(self, namespace: str, ev: NamespaceEvidence) -> tuple[int, list[str]] | None:
+        """The doctor's status-index check of one namespace (None on the in-process fake)."""
+        if self.storage.redis is None:
+            return None
+        from ..ops.doctor import task_index_problems
+        from ..ops.inspect import RedisNamespaceView
+
+        view = RedisNamespaceView(msgspec.structs.replace(self.storage, namespace=namespace))
+        try:
+            async with asyncio.timeout(_STORE_CALL_TIMEOUT_S * 3):
+                return await task_index_problems(view, ev.records)
+        except (PonosStorageError, TimeoutError) as exc:
+            return 0, [f"the indexes could not be read: {type(exc).__name__}: {exc}"]
+        finally:
+            await view.close()
 
     def _served_by(self, port: int | None) -> list[str] | None:
         """On a cluster, the namespaces the master on ``port`` served; elsewhere None (all)."""

@@ -5,8 +5,9 @@ deploys a (fake) performer for the run's AVS, recovers the tasks a previous
 incarnation left inflight, and answers the fake operator RPC on its fixed
 loopback port (:mod:`._operators`).
 
-Its performer's side effect is the execution log (:mod:`._execlog`): one entry
-per execution, written before the answer goes back to the aggregator. A task
+Its performer's side effect is the execution log (:mod:`._execlog`; in a soak
+the file ``<execution_log_dir>/executions-<namespace>.jsonl``): one entry per
+execution, written before the answer goes back to the aggregator. A task
 delivered again is answered without running again: ``mark_task_processed``
 says it was seen (``deduplicated``). The one exception the runtime allows is
 a task whose execution was interrupted by a crash (its inflight record says
@@ -27,6 +28,7 @@ import contextlib
 import hashlib
 import logging
 import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -38,7 +40,7 @@ from ..models import Task
 from ..runtime import ExecutorRuntime, RuntimeEvent
 from ._chains import AVS_ADDRESS
 from ._child import Emit, child_main
-from ._execlog import ExecutionLog, MemoryExecutionLog, RedisExecutionLog
+from ._execlog import ExecutionLog, FileExecutionLog, RedisExecutionLog
 from ._guard import StoreGuard
 from ._jsonl import JsonLineServer, serve
 
@@ -62,7 +64,7 @@ class ExecutorNode:
     """An executor; :meth:`run` until ``stop`` is set, :meth:`crash` to sever it."""
 
     def __init__(
-        self, spec: dict[str, Any], emit: Emit, *, execution_log: MemoryExecutionLog | None = None
+        self, spec: dict[str, Any], emit: Emit, *, execution_log: ExecutionLog | None = None
     ) -> None:
         self.spec = spec
         self.emit = emit
@@ -122,6 +124,8 @@ class ExecutorNode:
         try:
             if self._shared_log is not None:
                 self.log = self._shared_log
+            elif self.spec.get("execution_log_dir"):
+                self.log = FileExecutionLog(Path(self.spec["execution_log_dir"]))
             else:
                 assert self.config.redis is not None
                 self.log = RedisExecutionLog(self.config.redis)

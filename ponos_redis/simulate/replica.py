@@ -29,6 +29,9 @@ wrapped by ``instrument()``, a ``RuntimeCollector`` reads its services, and it
 serves them on that loopback port (:mod:`._exporters`); without it,
 prometheus-client is not imported.
 
+Each completion the store acknowledged (``complete_task`` returned) is a line
+of its completion log (``completion_log`` in its spec, :mod:`._execlog`).
+
 Reports (JSON lines on stdout, :mod:`._child`): ``ready``; ``rt`` for the
 runtime events the coordinator tracks (lease acquired / lost, reorg, stale
 ...); ``stale_completion`` when the store refuses a completion; ``stats``
@@ -41,6 +44,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._open import open_aggregator_store
@@ -50,6 +54,7 @@ from ..models import ClaimedTask
 from ..runtime import ChainPoller, FakeChain, Reaper, RuntimeEvent, TaskWorker
 from ._chains import MAX_REORG_DEPTH, ChainSpec
 from ._child import Emit, child_main
+from ._execlog import CompletionLog
 from ._guard import StoreGuard
 from ._operators import CALL_TIMEOUT_S, OperatorClient
 
@@ -85,6 +90,7 @@ class ReplicaNode:
         self.pollers: list[ChainPoller] = []
         self.reapers: list[Reaper] = []
         self.metrics: ProcessMetrics | None = None
+        self.completions: CompletionLog | None = None
         self._crashed = False
 
     def crash(self) -> None:
@@ -138,12 +144,19 @@ class ReplicaNode:
 
         return handle
 
+    def _on_completed(self, namespace: str) -> Any:
+        def acknowledged(task_id: str, token: int) -> None:
+            if self.completions is not None and not self._crashed:
+                self.completions.acknowledged(namespace, task_id, token)
+
+        return acknowledged
+
     async def _open(self) -> dict[str, AggregatorStore]:
         stores: dict[str, AggregatorStore] = {}
         for namespace in self.spec["namespaces"]:
             store = await open_aggregator_store(self.config, namespace=namespace)
             measured = store if self.metrics is None else self.metrics.aggregator(store)
-            guard = StoreGuard(measured, self._on_stale_completion(namespace))
+            guard = StoreGuard(measured, self._on_stale_completion(namespace), self._on_completed(namespace))
             self.guards.append(guard)
             stores[namespace] = store
         return stores
@@ -161,6 +174,8 @@ class ReplicaNode:
                 from ._exporters import ProcessMetrics  # only now: prometheus-client
 
                 self.metrics = ProcessMetrics(int(spec["metrics_port"]))
+            if spec.get("completion_log"):
+                self.completions = CompletionLog(Path(spec["completion_log"]), self.owner)
             stores = await self._open()
             for guard in self.guards:
                 ns = guard.namespace
@@ -220,6 +235,8 @@ class ReplicaNode:
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
             await operators.close()
+            if self.completions is not None:
+                self.completions.close()
             if self.metrics is not None:
                 self.metrics.close()
             for store in stores.values():

@@ -157,6 +157,7 @@ def test_doctor_names_damaged_keys_and_repairs_what_is_safe(
     async def damage(r: Any) -> None:
         await r.delete(keys.task("t4"))  # its index entries stay behind
         await r.zrem(keys.tasks(TaskStatus.PENDING), "t3")
+        await r.zadd(keys.tasks(TaskStatus.COMPLETED), {"t-other": int(time.time() * 1000)})  # pending too
         await r.set(keys.prefix + "junk", "1")
 
     asyncio.run(_raw(redis_url, damage))
@@ -166,6 +167,9 @@ def test_doctor_names_damaged_keys_and_repairs_what_is_safe(
     problems = {f["summary"].split(":")[0]: f for f in _findings(outcome, "problem")}
     text = json.dumps(problems)
     assert keys.task("t3") in text  # missing from tasks:pending
+    doubled = problems["1 task record(s) also on the index of another status"]
+    assert f"{keys.task('t-other')} (also on {keys.tasks(TaskStatus.COMPLETED)})" in doubled["summary"]
+    assert "ZREM" in doubled["fix"]
     assert "3 index entries whose record is gone" in text  # t4 on pending, its AVS's and its chain's
     assert keys.task("stuck") in text  # expired long ago, not reaped
     assert keys.task("t-bad") in text  # set aside
@@ -186,6 +190,7 @@ def test_doctor_names_damaged_keys_and_repairs_what_is_safe(
     assert [e["subject"] for e in events if e["kind"] == "index.repaired"] == ["t4", "t4", "t4"]
 
     # The fixes the report gives, followed as an operator would.
+    asyncio.run(_raw(redis_url, lambda r: r.zrem(keys.tasks(TaskStatus.COMPLETED), "t-other")))
     assert invoke("tasks", "fail", "t3", "--yes", *store).code == EXIT_OK
     assert invoke("tasks", "requeue", "t3", "--yes", *store).code == EXIT_OK
     shown = invoke("show", "t-bad", *store)

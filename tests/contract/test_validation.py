@@ -21,12 +21,16 @@ from _helpers import (
 
 from ponos_redis import (
     AggregatorStore,
+    AvsConfig,
     BlockRecord,
+    Consensus,
+    CurveType,
     DeploymentStatus,
     EnvironmentVar,
     ExecutorStore,
     InvalidInputError,
     NotFoundError,
+    OperatorSetTaskConfig,
     PonosStorageError,
     TaskStatus,
 )
@@ -726,3 +730,136 @@ async def test_event_ids_up_to_u64_accepted(aggregator: AggregatorStore, good: s
     async with asyncio.timeout(5):
         waited = [e.subject async for e in aggregator.events(after=good, block_s=0.05)]
     assert waited == after
+
+
+# ---------------------------------------------------------------- huge numbers, enum value types
+
+# 10**400 is beyond every float; 10**5000 has more digits than repr() writes (its str()
+# raises ValueError), so an error message must not quote it digit by digit.
+HUGE_INTS = [
+    pytest.param(10**400, id="10**400"),
+    pytest.param(10**5000, id="10**5000"),
+    pytest.param(-(10**5000), id="-10**5000"),
+]
+
+
+@pytest.mark.parametrize("huge", HUGE_INTS)
+async def test_huge_integer_durations_rejected(
+    aggregator: AggregatorStore, executor: ExecutorStore, huge: int
+) -> None:
+    await aggregator.save_task(make_task("t1"))
+    with pytest.raises(InvalidInputError, match="ttl_s"):
+        await aggregator.acquire_chain_lease(1, "poller", ttl_s=huge)
+    with pytest.raises(InvalidInputError, match="ttl_s"):
+        await aggregator.try_runner_lease("reaper", "a", ttl_s=huge)
+    with pytest.raises(InvalidInputError, match="lease_s"):
+        await aggregator.claim_tasks("w", limit=1, lease_s=huge)
+    claimed = await claim_one(aggregator, "t1")
+    with pytest.raises(InvalidInputError, match="lease_s"):
+        await aggregator.renew_task_lease("t1", claimed.token, lease_s=huge)
+    lease = await aggregator.acquire_chain_lease(1, "poller", ttl_s=10)
+    assert lease is not None
+    with pytest.raises(InvalidInputError, match="ttl_s"):
+        await aggregator.renew_chain_lease(lease, ttl_s=huge)
+    with pytest.raises(InvalidInputError, match="task_sla_s"):
+        await aggregator.save_operator_set_config(
+            AVS_A, 1, OperatorSetTaskConfig(task_sla_s=huge, curve_type=CurveType.ECDSA)
+        )
+    with pytest.raises(InvalidInputError, match="block_s"):
+        async for _ in aggregator.events(block_s=huge):
+            pass
+    record = await aggregator.get_task("t1")
+    assert (record.status, record.token, record.lease_until) == (
+        TaskStatus.PROCESSING,
+        claimed.token,
+        claimed.lease_until,
+    )
+    with pytest.raises(NotFoundError):
+        await aggregator.get_operator_set_config(AVS_A, 1)
+    assert (await aggregator.renew_chain_lease(lease, ttl_s=10)).token == lease.token
+
+
+@pytest.mark.parametrize("huge", HUGE_INTS)
+async def test_huge_integers_rejected_with_a_short_message(
+    aggregator: AggregatorStore, executor: ExecutorStore, huge: int
+) -> None:
+    calls: list[Callable[[], Awaitable[Any]]] = [
+        lambda: aggregator.get_last_processed_block(huge),
+        lambda: aggregator.set_last_processed_block(1, huge),
+        lambda: aggregator.set_last_processed_block(1, 5, fence=huge),
+        lambda: aggregator.complete_task("t1", huge),
+        lambda: aggregator.claim_tasks("w", limit=huge if huge < 0 else -1, lease_s=5),
+        lambda: aggregator.list_pending_tasks(limit=-abs(huge)),
+        lambda: aggregator.trim_finished_tasks(limit=-abs(huge)),
+        lambda: aggregator.save_task(make_task("t1", block_number=huge)),
+        lambda: aggregator.save_task(make_task("t1", avs_address=huge)),
+        lambda: aggregator.update_task_status("t1", huge),  # type: ignore[arg-type]
+        lambda: aggregator.save_avs_config(
+            AVS_A,
+            AvsConfig(aggregator_operator_set_id=0, executor_operator_set_ids=[huge], curve_type="ecdsa"),  # type: ignore[arg-type]
+        ),
+        lambda: aggregator.save_operator_set_config(
+            AVS_A,
+            1,
+            OperatorSetTaskConfig(task_sla_s=1, curve_type=[huge]),  # type: ignore[arg-type]
+        ),
+        lambda: executor.update_deployment_status("d1", [huge]),  # type: ignore[arg-type]
+        lambda: executor.save_inflight_task(make_inflight("i1", operator_set_id=huge)),
+    ]
+    for call in calls:
+        with pytest.raises(InvalidInputError) as refused:
+            await call()
+        assert len(str(refused.value)) < 300
+    with pytest.raises(InvalidInputError) as refused:
+        async for _ in aggregator.events(after=huge):  # type: ignore[arg-type]
+            pass
+    assert len(str(refused.value)) < 300
+    await assert_no_tasks(aggregator)
+    with pytest.raises(NotFoundError):
+        await aggregator.get_last_processed_block(1)
+    assert await executor.list_inflight_tasks() == []
+
+
+async def test_long_refused_text_is_quoted_briefly(aggregator: AggregatorStore) -> None:
+    with pytest.raises(InvalidInputError) as refused:
+        await aggregator.get_avs_config("0x" + "ab" * 500_000)
+    assert "avs_address" in str(refused.value)
+    assert len(str(refused.value)) < 300
+    with pytest.raises(InvalidInputError) as refused:
+        async for _ in aggregator.events(after="1" * 100_000 + "-0"):
+            pass
+    assert len(str(refused.value)) < 300
+
+
+@pytest.mark.parametrize("bad", [True, False, 1.0, 0.0, "1", None, 2, [0]])
+async def test_consensus_type_must_be_a_consensus_type_value(
+    aggregator: AggregatorStore, bad: object
+) -> None:
+    """An int enum takes an int: True and 1.0 equal 1, but are not consensus types."""
+    config = OperatorSetTaskConfig(task_sla_s=5, curve_type=CurveType.ECDSA, consensus=Consensus(type=bad))  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match=r"consensus\.type"):
+        await aggregator.save_operator_set_config(AVS_A, 1, config)
+    with pytest.raises(NotFoundError):
+        await aggregator.get_operator_set_config(AVS_A, 1)
+
+
+@pytest.mark.parametrize("bad", [True, 1, b"ecdsa", "ECDSA", None])
+async def test_curve_type_must_be_a_curve_type_value(aggregator: AggregatorStore, bad: object) -> None:
+    with pytest.raises(InvalidInputError, match="curve_type"):
+        await aggregator.save_operator_set_config(
+            AVS_A,
+            1,
+            OperatorSetTaskConfig(task_sla_s=5, curve_type=bad),  # type: ignore[arg-type]
+        )
+    avs = AvsConfig(aggregator_operator_set_id=0, executor_operator_set_ids=[], curve_type=bad)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="curve_type"):
+        await aggregator.save_avs_config(AVS_A, avs)
+    with pytest.raises(NotFoundError):
+        await aggregator.get_avs_config(AVS_A)
+
+
+async def test_enum_values_and_members_are_both_accepted(aggregator: AggregatorStore) -> None:
+    config = OperatorSetTaskConfig(task_sla_s=5, curve_type="bn254", consensus=Consensus(type=1, threshold=5))  # type: ignore[arg-type]
+    await aggregator.save_operator_set_config(AVS_A, 1, config)
+    stored = await aggregator.get_operator_set_config(AVS_A, 1)
+    assert (stored.curve_type, stored.consensus.type) == (CurveType.BN254, 1)

@@ -70,8 +70,9 @@ CLUSTER_RESUME_BOUND_S = 20.0
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[ClusterTopology]:
-    with ClusterTopology(masters=3, replicas=1) as topo:
+def cluster(redis_secrets: dict[str, str]) -> Iterator[ClusterTopology]:
+    """Nodes with the shipped access control; the stores log in as ``ponos``."""
+    with ClusterTopology(masters=3, replicas=1, secrets=redis_secrets) as topo:
         yield topo
 
 
@@ -99,7 +100,7 @@ def namespaces_on_every_master(cluster: ClusterTopology, tag: str) -> dict[int, 
 
 def cluster_redis(cluster: ClusterTopology, durability: str, **more: Any) -> dict[str, Any]:
     return {
-        "cluster": {"nodes": cluster.startup_nodes},
+        **cluster.redis_settings(),
         "durability": durability,
         "replicas": 1,
         "wait_timeout_ms": 2000,

@@ -3,7 +3,9 @@
 Asking for more acknowledgements than there are replicas: the write is applied
 on the master (and reaches the replicas there are), WAIT gives up after
 ``wait_timeout_ms`` and the call raises DurabilityError saying so, without
-retrying the write; ``strict: true`` refuses to open at all.
+retrying the write; ``strict: true`` refuses to open at all. The nodes run the
+shipped access control (passwords generated for the run); the stores log in as
+``ponos``, the replicas as ``ponos-replication``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import redis
 from _ha_support import command_calls, make_task, needs, storage_config
 
 from ponos_redis import DurabilityError, TaskStatus
+from ponos_redis._acl import APP_PASSWORD_ENV, APP_USER
+from ponos_redis._redis_server import auth_for_port
 from ponos_redis._topology import ReplicaGroup, command
 from ponos_redis.backends.redis import RedisAggregatorStore, RedisExecutorStore
 from ponos_redis.keys import Keys
@@ -26,8 +30,8 @@ WAIT_MS = 300
 
 
 @pytest.fixture(scope="module")
-def group() -> Iterator[ReplicaGroup]:
-    with ReplicaGroup(replicas=2) as g:
+def group(redis_secrets: dict[str, str]) -> Iterator[ReplicaGroup]:
+    with ReplicaGroup(replicas=2, secrets=redis_secrets) as g:
         yield g
 
 
@@ -36,7 +40,10 @@ def wait_acknowledging(group: ReplicaGroup) -> None:
     after a sync a replica sometimes takes up to a second to send its first acknowledgement."""
     for replica in group.nodes[1:]:
         group.wait_link_up(replica, timeout=20)
-    client = redis.Redis(host="127.0.0.1", port=group.master.port, socket_timeout=10)
+    username, password = auth_for_port(group.master.port) or (None, None)
+    client = redis.Redis(
+        host="127.0.0.1", port=group.master.port, username=username, password=password, socket_timeout=10
+    )
     try:
         client.set("ha:probe", "1")
         replicas = len(group.nodes) - 1
@@ -57,7 +64,7 @@ def linked(group: ReplicaGroup) -> ReplicaGroup:
 
 def replicated(group: ReplicaGroup, replicas: int, *, strict: bool = False) -> dict[str, object]:
     return {
-        "url": group.url,
+        **group.redis_settings(),  # the master, as user ponos
         "durability": "replicated",
         "replicas": replicas,
         "wait_timeout_ms": WAIT_MS,
@@ -103,6 +110,32 @@ async def test_enough_replicas_confirm_every_write(linked: ReplicaGroup, redis_n
         (claimed,) = await agg.claim_tasks("w", limit=1, lease_s=30)
         await agg.complete_task("t1", claimed.token)
         assert await exe.mark_task_processed("t1") is True
+
+
+async def test_replicated_is_confirmed_without_config_get(
+    linked: ReplicaGroup, redis_namespace: str, redis_secrets: dict[str, str]
+) -> None:
+    """The alternative to granting the library's user CONFIG GET (which also shows
+    masterauth): ``durability: replicated`` is checked with INFO (AOF on, noeviction,
+    connected replicas) and each write's WAIT, so a user without CONFIG GET opens with
+    ``strict: true``, while ``aof`` cannot be confirmed (INFO does not report appendfsync)."""
+    master = linked.master
+    name = "ponos-without-config-get"
+    reply = command(master.port, "ACL", "GETUSER", APP_USER)
+    rules = reply if isinstance(reply, dict) else dict(zip(reply[::2], reply[1::2], strict=True))
+    assert "+config|get" in rules["commands"]
+    password = redis_secrets[APP_PASSWORD_ENV]
+    commands = rules["commands"].replace("+config|get", "").split()
+    command(master.port, "ACL", "SETUSER", name, "reset", "on", f">{password}", "~ponos:{*}:*", *commands)
+    try:
+        cfg = replicated(linked, 2, strict=True) | {"username": name}
+        async with await RedisAggregatorStore.open(storage_config(redis_namespace, cfg)) as store:
+            assert await store.save_task(make_task("t1")) is True  # both replicas acknowledged it
+        with pytest.raises(DurabilityError, match="appendfsync is unknown"):
+            await RedisAggregatorStore.open(storage_config(redis_namespace, cfg | {"durability": "aof"}))
+        assert command(master.port, "ACL", "DRYRUN", name, "CONFIG", "GET", "masterauth") != "OK"
+    finally:
+        command(master.port, "ACL", "DELUSER", name)
 
 
 async def test_strict_open_refuses_with_fewer_connected_replicas_than_required(

@@ -12,6 +12,12 @@ REJOIN_BOUND_S. The new master starts with an empty script cache: the load
 going on proves the NOSCRIPT reload (its NOSCRIPT error count is checked).
 The same load also rides through a failover with the sentinels timed as the
 shipped docker/sentinel.conf has them (down-after-milliseconds 5000).
+
+Every process runs the shipped files' access control, with passwords generated
+for the run (``redis_secrets``): the stores log in as ``ponos`` (and to the
+sentinels with their password), replicas as ``ponos-replication``, the
+sentinels to the data nodes as ``ponos-sentinel``; so a failover is also shown
+to work with nothing more than those users' rights.
 """
 
 from __future__ import annotations
@@ -22,11 +28,15 @@ import time
 from collections.abc import Iterator
 
 import pytest
+import redis
 import redis.asyncio as aioredis
 from _ha_support import Ledger, error_count, make_task, needs, produce, storage_config, wait_until, work
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from ponos_redis import TaskStatus, open_aggregator_store
-from ponos_redis._redis_server import RedisServer
+from ponos_redis._acl import SENTINEL_PASSWORD_ENV
+from ponos_redis._redis_server import RedisServer, auth_for_port
 from ponos_redis._topology import SentinelTopology, command, docker_conf, role
 from ponos_redis.keys import Keys
 
@@ -45,11 +55,15 @@ REJOIN_BOUND_S = 30.0
 HEALTHY_BOUND_S = 40.0
 # With the shipped timings (down-after-milliseconds 5000) writes resume within this bound.
 SHIPPED_RESUME_BOUND_S = 20.0
+# Refusals are answers, not outages: a client that does not try again.
+NO_RETRY = Retry(NoBackoff(), 0)
 
 
 @pytest.fixture(scope="module")
-def topology() -> Iterator[SentinelTopology]:
-    with SentinelTopology(replicas=2, sentinels=3, down_after_ms=1000, failover_timeout_ms=5000) as topo:
+def topology(redis_secrets: dict[str, str]) -> Iterator[SentinelTopology]:
+    with SentinelTopology(
+        replicas=2, sentinels=3, down_after_ms=1000, failover_timeout_ms=5000, secrets=redis_secrets
+    ) as topo:
         yield topo
 
 
@@ -66,7 +80,7 @@ def healthy(topology: SentinelTopology) -> SentinelTopology:
 
 def replicated(topology: SentinelTopology, namespace: str) -> dict[str, object]:
     return {
-        "sentinel": {"hosts": topology.sentinel_hosts, "service": topology.service},
+        **topology.redis_settings(),  # the sentinels, as user ponos with the passwords' variables
         "durability": "replicated",
         "replicas": 1,
         "wait_timeout_ms": 1000,
@@ -74,31 +88,76 @@ def replicated(topology: SentinelTopology, namespace: str) -> dict[str, object]:
     }
 
 
-async def test_store_opened_with_a_sentinel_url_works(
+async def test_store_opened_through_the_password_protected_sentinels_works(
     healthy: SentinelTopology, redis_namespace: str
 ) -> None:
     url = healthy.url
     assert url.startswith("redis+sentinel://127.0.0.1:")
     assert url.endswith("/ponos")
+    settings = healthy.redis_settings()
+    assert settings["username"] == "ponos"
+    assert settings["sentinel"]["sentinel_password_env"] == "PONOS_SENTINEL_PASSWORD"
     cfg = storage_config(
-        redis_namespace, {"url": url, "durability": "replicated", "replicas": 1, "strict": True}
+        redis_namespace, {**settings, "durability": "replicated", "replicas": 1, "strict": True}
     )
     async with open_aggregator_store(cfg) as store:
-        assert await store.save_task(make_task("via-url"))
+        assert await store.save_task(make_task("via-sentinels"))
         (claimed,) = await store.claim_tasks("w", limit=1, lease_s=30)
-        await store.complete_task("via-url", claimed.token)
-        assert (await store.get_task("via-url")).status == TaskStatus.COMPLETED
-    # The plain-string form of the config is the same URL.
-    async with open_aggregator_store(url, namespace=redis_namespace) as store:
-        assert (await store.get_task("via-url")).status == TaskStatus.COMPLETED
+        await store.complete_task("via-sentinels", claimed.token)
+        assert (await store.get_task("via-sentinels")).status == TaskStatus.COMPLETED
     master = healthy.master()
-    key = Keys(redis_namespace).task("via-url")
+    key = Keys(redis_namespace).task("via-sentinels")
     assert command(master.port, "HGET", key, "status") == "completed", "written to the sentinels' master"
+
+
+def test_the_sentinels_and_the_data_nodes_refuse_a_client_without_a_password(
+    healthy: SentinelTopology, redis_secrets: dict[str, str]
+) -> None:
+    """A client that does not log in cannot ask a sentinel anything, nor point it at a master
+    of its own; the wrong password is refused; with the sentinels' password it may ask."""
+    sentinel = healthy.sentinels[0]
+    for password in (None, "not-the-password"):
+        client = redis.Redis(
+            port=sentinel.port, password=password, protocol=2, socket_timeout=5, retry=NO_RETRY
+        )
+        try:
+            for args in (
+                ("SENTINEL", "GET-MASTER-ADDR-BY-NAME", healthy.service),
+                ("SENTINEL", "MONITOR", "spoofed", "127.0.0.1", "1", "1"),
+                ("SENTINEL", "FAILOVER", healthy.service),
+            ):
+                with pytest.raises(redis.AuthenticationError):
+                    client.execute_command(*args)
+        finally:
+            client.close()
+    allowed = command(
+        sentinel.port,
+        "SENTINEL",
+        "GET-MASTER-ADDR-BY-NAME",
+        healthy.service,
+        auth=(None, redis_secrets[SENTINEL_PASSWORD_ENV]),
+    )
+    assert int(allowed[1]) == healthy.master().port
+    assert "spoofed" not in str(command(sentinel.port, "SENTINEL", "MASTERS"))
+    anonymous = redis.Redis(port=healthy.master().port, protocol=2, socket_timeout=5, retry=NO_RETRY)
+    try:
+        with pytest.raises(redis.AuthenticationError):
+            anonymous.execute_command("REPLICAOF", "127.0.0.1", "1")
+    finally:
+        anonymous.close()
 
 
 async def _statuses(port: int, keys: Keys, ids: set[str]) -> dict[str, str | None]:
     """Each task's status as the server on ``port`` has it (one pipeline, behind the stores' back)."""
-    client = aioredis.Redis(host="127.0.0.1", port=port, socket_timeout=5, decode_responses=True)
+    username, password = auth_for_port(port) or (None, None)
+    client = aioredis.Redis(
+        host="127.0.0.1",
+        port=port,
+        username=username,
+        password=password,
+        socket_timeout=5,
+        decode_responses=True,
+    )
     try:
         ordered = sorted(ids)
         pipe = client.pipeline(transaction=False)
@@ -176,6 +235,12 @@ async def test_failover_under_load_loses_no_acknowledged_write(
 
     rejoin_s = await asyncio.to_thread(_wait_rejoined, topo, old, t_restart)
     assert command(old.port, "EXISTS", keys.task("after-failover")) == 1, "the old master resynced"
+    # The shipped users' rights were enough for all of it: the stores (ponos), the
+    # replication (ponos-replication) and the sentinels' promotion and reconfiguration
+    # (ponos-sentinel) were refused nothing on the data nodes (the old master's log
+    # started again at its restart, before it was reconfigured as a replica).
+    for node in topo.nodes:
+        assert command(node.port, "ACL", "LOG") == [], f"a refusal on port {node.port}"
     print(
         f"\nsentinel failover: master SIGKILLed on port {old.port}; sentinels named port {new.port} "
         f"after {failover_s:.2f} s; writes resumed after {resume_s:.2f} s (bound {RESUME_BOUND_S} s); "
@@ -198,12 +263,18 @@ def _shipped_sentinel_timings() -> tuple[int, int]:
     return int(down[1]), int(failover[1])
 
 
-async def test_failover_with_the_shipped_sentinel_timings(redis_namespace: str) -> None:
+async def test_failover_with_the_shipped_sentinel_timings(
+    redis_namespace: str, redis_secrets: dict[str, str]
+) -> None:
     """SIGKILL of the master under load, the sentinels timed as shipped: the default retry
     budget still outlasts the failover (no StoreUnavailableError) and writes resume."""
     down_after_ms, failover_timeout_ms = _shipped_sentinel_timings()
     with SentinelTopology(
-        replicas=2, sentinels=3, down_after_ms=down_after_ms, failover_timeout_ms=failover_timeout_ms
+        replicas=2,
+        sentinels=3,
+        down_after_ms=down_after_ms,
+        failover_timeout_ms=failover_timeout_ms,
+        secrets=redis_secrets,
     ) as topo:
         cfg = storage_config(redis_namespace, replicated(topo, redis_namespace))
         ledger = Ledger()

@@ -27,7 +27,7 @@ from ponos_redis._scripts import SCRIPT_NAMES
 
 ROOT = Path(__file__).resolve().parents[2]
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"]
-DOCKER_FILES = ("redis.conf", "sentinel.conf", "compose.yaml")
+DOCKER_FILES = ("redis.conf", "users.acl", "sentinel.conf", "entrypoint.sh", "compose.yaml")
 NO_REDIS_SERVER = "redis-server is not on PATH: the Redis half of the installed package is not checked"
 
 

@@ -69,9 +69,17 @@ def sentinel_auth_lines() -> list[str]:
     return [f"requirepass {password}", f"sentinel auth-pass {SERVICE} {password}"]
 
 
+_OWN_AUTH = ("aclfile", "masteruser", "masterauth", "requirepass", "sentinel auth-user", "sentinel auth-pass")
+
+
+def _without_auth(lines: list[str]) -> list[str]:
+    """The base lines less its users and secrets: these servers take one password (auth_lines)."""
+    return [f"# [partition test] {line}" if line.strip().startswith(_OWN_AUTH) else line for line in lines]
+
+
 def redis_conf(node_dir: Path, address: str, *extra: str, replicated: bool) -> Path:
     """The shipped redis.conf, with this host's address and folder (as a user deploys it)."""
-    lines = _base_conf_lines(docker_file("redis.conf"))
+    lines = _without_auth(_base_conf_lines(docker_file("redis.conf"), None)[0])
     lines += [
         f"bind {address}",
         f"port {REDIS_PORT}",
@@ -91,7 +99,7 @@ def redis_conf(node_dir: Path, address: str, *extra: str, replicated: bool) -> P
 def sentinel_conf(node_dir: Path, address: str, master: str) -> Path:
     """The shipped sentinel.conf, its master re-addressed, with this host's address and folder."""
     lines = []
-    for line in _base_conf_lines(docker_file("sentinel.conf")):
+    for line in _without_auth(_base_conf_lines(docker_file("sentinel.conf"), None)[0]):
         words = line.split()
         if len(words) >= 5 and words[0] == "sentinel" and words[1] == "monitor":
             line = f"sentinel monitor {words[2]} {master} {REDIS_PORT} {words[5]}"
