@@ -303,8 +303,8 @@ def test_the_minority_side_of_a_partition_is_refused_and_nothing_acknowledged_is
     time.sleep(2)
 
     old_master = net.nodes["r1"].address
-    cut = time.time()
     net.partition(["r1", "a1"])
+    cut = time.time()  # once the cut is in place: a call that began before it may be acknowledged
     promoted = wait_until(
         "the majority fails over",
         lambda: (m := harness.master_seen_by("r2")) != old_master and m,
@@ -426,8 +426,8 @@ def test_a_client_whose_replies_are_dropped_repeats_its_calls_without_applying_a
         20,
     )
     time.sleep(1)
-    cut = time.time()
     net.drop_replies("r1", "a1")
+    cut = time.time()
     time.sleep(8)
     heal = time.time()
     net.heal()
